@@ -1,0 +1,939 @@
+//! The sans-IO heart of a worker: rooms, peers, the producer → consumer table, and the
+//! forwarding path.
+//!
+//! The router never reads a clock or touches a socket. The worker shell (or a test) feeds it
+//! datagrams, commands and timeouts, each with the current time, and hands it a
+//! [`Transmit`] sink for outgoing datagrams. That makes whole rooms testable faster than real
+//! time with in-memory str0m peers.
+//!
+//! The forwarding path (see `docs/packet-flow.md`): [`Router::handle_datagram`] demultiplexes
+//! by remote address → the publisher's `Rtc` decrypts and emits `Event::RtpPacket` → the
+//! packet is queued → [`Router::forward`] walks the producer's consumer list, rewrites
+//! sequence number and timestamp per consumer, and writes the same payload (`Arc<[u8]>`,
+//! shared, never copied) to each subscriber's send stream → each subscriber `Rtc` encrypts
+//! and its datagrams go to the sink.
+//!
+//! Invariants:
+//! - str0m's single-mutation rule: every mutation of an `Rtc` is followed by a full drain of
+//!   `poll_output` ([`drain`]) before the next mutation of the same `Rtc`.
+//! - Graph changes (removals, new producers) happen between packets, never while a consumer
+//!   list is being walked: [`drain`] only queues what it sees.
+//! - In steady state the forwarding path allocates nothing and takes no lock: queues and
+//!   per-peer vectors keep their capacity; counters are per-worker relaxed atomics.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
+use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+use crate::api::{
+    Command, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary, SessionEvent,
+    SfuError, TrackId, TrackSummary,
+};
+use crate::core::keyframe::{VideoCodec, starts_keyframe};
+use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
+use crate::core::throttle::KeyframeRequestThrottle;
+use crate::metrics::WorkerMetrics;
+use crate::peer::{Consumer, ConsumerRef, ConsumerState, Peer, PeerIndex, Producer};
+
+/// Where the router's outgoing datagrams go: the worker's UDP socket, or a test's queue.
+pub trait Transmit {
+    fn send(&mut self, destination: SocketAddr, datagram: &[u8]);
+}
+
+/// Settings a router needs from the server configuration.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The address the worker's socket receives on, as announced in ICE candidates.
+    pub announced_addr: SocketAddr,
+    pub max_participants_per_room: usize,
+}
+
+/// Longest the router sleeps when no peer needs time.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct Router {
+    config: RouterConfig,
+    dtls_cert: DtlsCert,
+    peers: Vec<Option<Peer>>,
+    free_peer_slots: Vec<PeerIndex>,
+    by_participant: HashMap<ParticipantId, PeerIndex>,
+    by_addr: HashMap<SocketAddr, PeerIndex>,
+    rooms: HashMap<String, Vec<PeerIndex>>,
+    timers: BinaryHeap<Reverse<(Instant, PeerIndex)>>,
+    queues: Queues,
+    next_track: u64,
+    metrics: Arc<WorkerMetrics>,
+}
+
+/// What [`drain`] saw and the router acts on after the drain.
+#[derive(Default)]
+struct Queues {
+    rtp: VecDeque<(PeerIndex, RtpPacket)>,
+    keyframe_requests: Vec<(PeerIndex, Mid)>,
+    media_added: Vec<(PeerIndex, MediaAdded)>,
+    to_remove: Vec<PeerIndex>,
+    to_negotiate: Vec<PeerIndex>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig, dtls_cert: DtlsCert, metrics: Arc<WorkerMetrics>) -> Self {
+        Router {
+            config,
+            dtls_cert,
+            peers: Vec::new(),
+            free_peer_slots: Vec::new(),
+            by_participant: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            timers: BinaryHeap::new(),
+            queues: Queues::default(),
+            next_track: 1,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<WorkerMetrics> {
+        &self.metrics
+    }
+
+    /// When the router next needs [`Router::handle_timeout`].
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        self.timers
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .unwrap_or(now + IDLE_TIMEOUT)
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.by_participant.len()
+    }
+
+    /// Feed one received UDP datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        let Ok(contents) = datagram.try_into() else {
+            WorkerMetrics::add(&self.metrics.datagrams_dropped, 1);
+            debug!(%source, bytes = datagram.len(), "dropped datagram: not STUN, DTLS, RTP or RTCP");
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.config.announced_addr,
+                contents,
+            },
+        );
+        let index = match self.by_addr.get(&source) {
+            Some(&index) => index,
+            None => {
+                // A new remote address: only a STUN binding request carrying a peer's ICE
+                // credentials can claim it. Rare (once per peer and path), so a scan is fine.
+                let found = self.peers.iter().position(|peer| {
+                    peer.as_ref()
+                        .and_then(|p| p.rtc.as_ref())
+                        .is_some_and(|rtc| rtc.accepts(&input))
+                });
+                let Some(index) = found else {
+                    WorkerMetrics::add(&self.metrics.datagrams_dropped, 1);
+                    debug!(%source, "dropped datagram from an address no peer has claimed");
+                    return;
+                };
+                self.by_addr.insert(source, index);
+                if let Some(peer) = self.peers[index].as_mut() {
+                    peer.remote_addrs.push(source);
+                }
+                index
+            }
+        };
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        let Some(rtc) = peer.rtc.as_mut() else {
+            return;
+        };
+        if let Err(error) = rtc.handle_input(input) {
+            peer.span
+                .in_scope(|| warn!(%error, "media connection failed on input; removing participant"));
+            peer.mark_for_removal(LeaveReason::MediaTimeout);
+        }
+        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        self.process(now, out);
+    }
+
+    /// Drive every peer whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Transmit) {
+        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers[index].as_mut() else {
+                continue;
+            };
+            if peer.scheduled_timeout != Some(at) {
+                continue; // superseded by an earlier deadline that already fired
+            }
+            peer.scheduled_timeout = None;
+            let Some(rtc) = peer.rtc.as_mut() else {
+                continue;
+            };
+            if let Err(error) = rtc.handle_input(Input::Timeout(now)) {
+                peer.span.in_scope(|| warn!(%error, "media connection failed; removing participant"));
+                peer.mark_for_removal(LeaveReason::MediaTimeout);
+            }
+            drain(index, peer, &mut self.queues, &mut self.timers, out);
+        }
+        self.process(now, out);
+    }
+
+    pub fn handle_command(&mut self, now: Instant, command: Command, out: &mut impl Transmit) {
+        match command {
+            Command::Join {
+                room,
+                participant,
+                name,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.join(room, participant, name, events));
+            }
+            Command::Offer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.accept_offer(now, participant, &sdp, out);
+                let _ = reply.send(result);
+            }
+            Command::Answer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.accept_answer(now, participant, &sdp, out);
+                let _ = reply.send(result);
+            }
+            Command::Candidate {
+                participant,
+                candidate,
+                reply,
+            } => {
+                let result = self.add_candidate(participant, &candidate, out);
+                let _ = reply.send(result);
+            }
+            Command::Leave {
+                participant,
+                reason,
+            } => {
+                if let Some(&index) = self.by_participant.get(&participant)
+                    && let Some(peer) = self.peers[index].as_mut()
+                {
+                    peer.mark_for_removal(reason);
+                    self.queues.to_remove.push(index);
+                }
+            }
+            Command::Shutdown => {
+                for index in 0..self.peers.len() {
+                    if let Some(peer) = self.peers[index].as_mut() {
+                        peer.mark_for_removal(LeaveReason::ServerShutdown);
+                        self.queues.to_remove.push(index);
+                    }
+                }
+            }
+        }
+        self.process(now, out);
+    }
+
+    fn join(
+        &mut self,
+        room: String,
+        participant: ParticipantId,
+        name: String,
+        events: tokio::sync::mpsc::Sender<SessionEvent>,
+    ) -> Result<Vec<ParticipantSummary>, SfuError> {
+        if self.by_participant.contains_key(&participant) {
+            return Err(SfuError::AlreadyJoined(participant));
+        }
+        let members = self.rooms.get(&room).map(Vec::as_slice).unwrap_or_default();
+        if members.len() >= self.config.max_participants_per_room {
+            return Err(SfuError::RoomFull {
+                room,
+                limit: self.config.max_participants_per_room,
+            });
+        }
+        let existing: Vec<PeerIndex> = members.to_vec();
+        let summaries = existing
+            .iter()
+            .filter_map(|&i| self.peers[i].as_ref())
+            .filter(|p| p.removal.is_none())
+            .map(summary)
+            .collect();
+
+        let peer = Peer::new(participant, name.clone(), room.clone(), events);
+        peer.span.in_scope(|| info!("joined"));
+        let index = self.insert_peer(peer);
+        for &other in &existing {
+            let Some(other_peer) = self.peers[other].as_mut() else {
+                continue;
+            };
+            if other_peer.removal.is_some() {
+                continue;
+            }
+            other_peer.notify(SessionEvent::ParticipantJoined(ParticipantSummary {
+                id: participant,
+                name: name.clone(),
+                tracks: Vec::new(),
+            }));
+            let producers: Vec<(TrackId, MediaKind)> = self.peers[other]
+                .as_ref()
+                .map(|p| p.producers.iter().map(|pr| (pr.track, pr.kind)).collect())
+                .unwrap_or_default();
+            for (track, kind) in producers {
+                self.add_consumer(index, other, track, kind);
+            }
+        }
+        self.rooms.entry(room).or_default().push(index);
+        self.by_participant.insert(participant, index);
+        self.update_gauges();
+        Ok(summaries)
+    }
+
+    fn insert_peer(&mut self, peer: Peer) -> PeerIndex {
+        if let Some(index) = self.free_peer_slots.pop() {
+            self.peers[index] = Some(peer);
+            index
+        } else {
+            self.peers.push(Some(peer));
+            self.peers.len() - 1
+        }
+    }
+
+    fn peer_index(&self, participant: ParticipantId) -> Result<PeerIndex, SfuError> {
+        self.by_participant
+            .get(&participant)
+            .copied()
+            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| p.removal.is_none()))
+            .ok_or(SfuError::UnknownParticipant(participant))
+    }
+
+    fn accept_offer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        sdp: &str,
+        out: &mut impl Transmit,
+    ) -> Result<String, SfuError> {
+        let index = self.peer_index(participant)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let first_offer = self.peers[index].as_ref().is_some_and(|p| p.rtc.is_none());
+        let new_rtc = first_offer.then(|| self.new_rtc(now));
+        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        if peer.pending_offer.is_some() {
+            return Err(SfuError::OfferCollision);
+        }
+        if let Some(rtc) = new_rtc {
+            peer.rtc = Some(rtc);
+        }
+        let rtc = peer.rtc.as_mut().expect("set above");
+        let answer = match rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(error) => {
+                if first_offer {
+                    peer.rtc = None;
+                } else {
+                    drain(index, peer, &mut self.queues, &mut self.timers, out);
+                }
+                return Err(SfuError::BadSdp(error.to_string()));
+            }
+        };
+        peer.span.in_scope(|| debug!(first_offer, "accepted offer"));
+        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        // Existing tracks are offered right after this answer reaches the client.
+        self.queues.to_negotiate.push(index);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_dtls_cert(self.dtls_cert.clone())
+            .set_stats_interval(None)
+            .build(now);
+        let candidate = Candidate::host(self.config.announced_addr, "udp")
+            .expect("the announced address is a valid UDP host candidate");
+        rtc.add_local_candidate(candidate);
+        rtc
+    }
+
+    fn accept_answer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        sdp: &str,
+        out: &mut impl Transmit,
+    ) -> Result<(), SfuError> {
+        let index = self.peer_index(participant)?;
+        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        let Some(pending) = peer.pending_offer.take() else {
+            return Err(SfuError::NoPendingOffer);
+        };
+        let rtc = peer.rtc.as_mut().expect("an offer was made, so the Rtc exists");
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()));
+        let accepted = answer.and_then(|answer| {
+            rtc.sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|e| SfuError::BadSdp(e.to_string()))
+        });
+        if let Err(error) = accepted {
+            // The offer is void: everything in it is offered again next time.
+            for consumer in peer.consumers.iter_mut().flatten() {
+                consumer.state = match consumer.state {
+                    ConsumerState::Offered(_) => ConsumerState::ToOffer,
+                    ConsumerState::Stopping(mid) => ConsumerState::ToStop(mid),
+                    other => other,
+                };
+            }
+            drain(index, peer, &mut self.queues, &mut self.timers, out);
+            self.queues.to_negotiate.push(index);
+            return Err(error);
+        }
+        let mut freed = Vec::new();
+        let mut wants_keyframe = Vec::new();
+        for (slot, entry) in peer.consumers.iter_mut().enumerate() {
+            let Some(consumer) = entry.as_mut() else {
+                continue;
+            };
+            match consumer.state {
+                ConsumerState::Offered(mid) => {
+                    let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| s.ssrc());
+                    match ssrc {
+                        Some(ssrc) => {
+                            consumer.state = ConsumerState::Active { mid, ssrc };
+                            if consumer.kind == MediaKind::Video {
+                                wants_keyframe.push((consumer.source_peer, consumer.track));
+                            }
+                        }
+                        None => {
+                            peer.span.in_scope(|| {
+                                warn!(%mid, "client rejected a forwarded track; it will not be sent")
+                            });
+                            consumer.state = ConsumerState::Stopping(mid);
+                            freed.push(slot);
+                        }
+                    }
+                }
+                ConsumerState::Stopping(_) => freed.push(slot),
+                _ => {}
+            }
+        }
+        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        for slot in freed {
+            self.free_consumer(index, slot);
+        }
+        for (source_peer, track) in wants_keyframe {
+            self.request_keyframe(now, source_peer, track, out);
+        }
+        self.queues.to_negotiate.push(index);
+        self.process(now, out);
+        Ok(())
+    }
+
+    fn add_candidate(
+        &mut self,
+        participant: ParticipantId,
+        candidate: &str,
+        out: &mut impl Transmit,
+    ) -> Result<(), SfuError> {
+        let index = self.peer_index(participant)?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let candidate =
+            Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        let Some(rtc) = peer.rtc.as_mut() else {
+            return Err(SfuError::BadCandidate(
+                "candidate received before the client's offer".into(),
+            ));
+        };
+        rtc.add_remote_candidate(candidate);
+        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        Ok(())
+    }
+
+    /// Act on everything the drains queued: forward packets, relay keyframe requests, publish
+    /// new tracks, remove peers, and start negotiations. Loops until nothing is left, since
+    /// each step may queue more.
+    fn process(&mut self, now: Instant, out: &mut impl Transmit) {
+        loop {
+            if let Some((index, packet)) = self.queues.rtp.pop_front() {
+                self.forward(now, index, packet, out);
+                continue;
+            }
+            if let Some((index, mid)) = self.queues.keyframe_requests.pop() {
+                self.relay_keyframe_request(now, index, mid, out);
+                continue;
+            }
+            if let Some((index, added)) = self.queues.media_added.pop() {
+                self.media_added(index, added);
+                continue;
+            }
+            if let Some(index) = self.queues.to_remove.pop() {
+                self.remove_peer(index);
+                continue;
+            }
+            if let Some(index) = self.queues.to_negotiate.pop() {
+                self.negotiate(index, out);
+                continue;
+            }
+            break;
+        }
+    }
+
+    /// The per-packet fan-out. See the module docs for the path and its invariants.
+    fn forward(&mut self, now: Instant, source: PeerIndex, packet: RtpPacket, out: &mut impl Transmit) {
+        let Some(publisher) = self.peers[source].as_mut() else {
+            return;
+        };
+        let payload_len = packet.payload.len() as u64;
+        WorkerMetrics::add(&self.metrics.packets_received, 1);
+        WorkerMetrics::add(&self.metrics.bytes_received, payload_len);
+        let Some(producer_index) = publisher.producer_for_ssrc(packet.header.ssrc) else {
+            return;
+        };
+        let Some(params) = publisher.producer_codec(producer_index, packet.header.payload_type) else {
+            return;
+        };
+        let producer = &publisher.producers[producer_index];
+        let kind = producer.kind;
+        let starts = match kind {
+            MediaKind::Audio => true,
+            MediaKind::Video => {
+                let codec = VideoCodec::from_str0m(params.spec().codec);
+                !codec.keyframes_detectable() || starts_keyframe(codec, &packet.payload)
+            }
+        };
+        let incoming = IncomingPacket {
+            ssrc: *packet.header.ssrc,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            starts_keyframe: starts,
+            arrival: packet.timestamp,
+        };
+        let ext_vals = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            video_orientation: packet.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let track = producer.track;
+        let fan_out = producer.consumers.len();
+        let mut waiting_for_keyframe = false;
+        let mut forwarded = 0u64;
+        for i in 0..fan_out {
+            let Some(consumer_ref) = self.peers[source]
+                .as_ref()
+                .and_then(|p| p.producers.get(producer_index))
+                .and_then(|p| p.consumers.get(i))
+                .copied()
+            else {
+                break;
+            };
+            let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
+                continue;
+            };
+            if subscriber.removal.is_some() {
+                continue;
+            }
+            let Some(rtc) = subscriber.rtc.as_mut() else {
+                continue;
+            };
+            let Some(consumer) = subscriber.consumers[consumer_ref.slot].as_mut() else {
+                continue;
+            };
+            let ConsumerState::Active { ssrc, .. } = consumer.state else {
+                continue;
+            };
+            let (seq, timestamp) = match consumer.rewriter.rewrite(incoming) {
+                Rewrite::Forward { seq, timestamp } => (seq, timestamp),
+                Rewrite::Drop(DropReason::WaitingForKeyframe) => {
+                    waiting_for_keyframe = true;
+                    continue;
+                }
+                Rewrite::Drop(DropReason::BeforeStart) => continue,
+            };
+            let Some(pt) = consumer.map_payload_type(rtc, &params) else {
+                WorkerMetrics::add(&self.metrics.packets_dropped_no_codec, 1);
+                continue;
+            };
+            let mut api = rtc.direct_api();
+            let Some(stream) = api.stream_tx(&ssrc) else {
+                continue;
+            };
+            stream.write_rtp(
+                RtpWrite::new(pt, seq.into(), timestamp, packet.timestamp, packet.payload.clone())
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(kind == MediaKind::Video),
+            );
+            forwarded += 1;
+            drain(consumer_ref.peer, subscriber, &mut self.queues, &mut self.timers, out);
+        }
+        WorkerMetrics::add(&self.metrics.packets_forwarded, forwarded);
+        WorkerMetrics::add(&self.metrics.bytes_forwarded, forwarded * payload_len);
+        if waiting_for_keyframe {
+            self.request_keyframe(now, source, track, out);
+        }
+    }
+
+    /// A subscriber asked for a keyframe on one of its consumers: pass it to the publisher.
+    fn relay_keyframe_request(&mut self, now: Instant, subscriber: PeerIndex, mid: Mid, out: &mut impl Transmit) {
+        let Some(peer) = self.peers[subscriber].as_ref() else {
+            return;
+        };
+        let Some(slot) = peer.consumer_slot_for_mid(mid) else {
+            return;
+        };
+        let Some(consumer) = peer.consumers[slot].as_ref() else {
+            return;
+        };
+        let (source, track) = (consumer.source_peer, consumer.track);
+        self.request_keyframe(now, source, track, out);
+    }
+
+    fn request_keyframe(&mut self, now: Instant, source: PeerIndex, track: TrackId, out: &mut impl Transmit) {
+        let Some(publisher) = self.peers[source].as_mut() else {
+            return;
+        };
+        let Some(producer) = publisher.producers.iter_mut().find(|p| p.track == track) else {
+            return;
+        };
+        if producer.kind != MediaKind::Video || !producer.keyframe_throttle.allow(now) {
+            return;
+        }
+        let mid = producer.mid;
+        let Some(rtc) = publisher.rtc.as_mut() else {
+            return;
+        };
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, None) else {
+            return; // nothing received yet: the first keyframe is on its way anyway
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        WorkerMetrics::add(&self.metrics.keyframe_requests, 1);
+        drain(source, publisher, &mut self.queues, &mut self.timers, out);
+    }
+
+    /// A negotiated m-line appeared on a peer: if the client sends on it, it is a new track.
+    fn media_added(&mut self, index: PeerIndex, added: MediaAdded) {
+        if added.direction != Direction::RecvOnly && added.direction != Direction::SendRecv {
+            return; // one of our own forwarding m-lines
+        }
+        let track = TrackId(self.next_track);
+        self.next_track += 1;
+        let kind = MediaKind::from(added.kind);
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        peer.producers.push(Producer {
+            track,
+            mid: added.mid,
+            kind,
+            ssrcs: Vec::new(),
+            codecs: Vec::new(),
+            consumers: Vec::new(),
+            keyframe_throttle: KeyframeRequestThrottle::default(),
+        });
+        peer.span.in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
+        let publisher = peer.id;
+        let room = peer.room.clone();
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for member in members {
+            if member == index {
+                continue;
+            }
+            let Some(other) = self.peers[member].as_mut() else {
+                continue;
+            };
+            other.notify(SessionEvent::TrackPublished {
+                participant: publisher,
+                track: TrackSummary { id: track, kind },
+            });
+            self.add_consumer(member, index, track, kind);
+        }
+        self.update_gauges();
+    }
+
+    fn add_consumer(&mut self, subscriber: PeerIndex, source: PeerIndex, track: TrackId, kind: MediaKind) {
+        let Some(source_participant) = self.peers[source].as_ref().map(|p| p.id) else {
+            return;
+        };
+        let Some(peer) = self.peers[subscriber].as_mut() else {
+            return;
+        };
+        let slot = peer.insert_consumer(Consumer::new(source, source_participant, track, kind));
+        if let Some(producer) = self.peers[source]
+            .as_mut()
+            .and_then(|p| p.producers.iter_mut().find(|p| p.track == track))
+        {
+            producer.consumers.push(ConsumerRef {
+                peer: subscriber,
+                slot,
+            });
+        }
+        self.queues.to_negotiate.push(subscriber);
+    }
+
+    /// Drop a consumer slot and its entry in the producer's list.
+    fn free_consumer(&mut self, subscriber: PeerIndex, slot: usize) {
+        let Some(consumer) = self.peers[subscriber].as_mut().and_then(|p| p.consumers[slot].take()) else {
+            return;
+        };
+        if let Some(producer) = self.peers[consumer.source_peer]
+            .as_mut()
+            .and_then(|p| p.producers.iter_mut().find(|p| p.track == consumer.track))
+        {
+            producer.consumers.retain(|r| *r != ConsumerRef { peer: subscriber, slot });
+        }
+        self.update_gauges();
+    }
+
+    fn remove_peer(&mut self, index: PeerIndex) {
+        let Some(mut peer) = self.peers[index].take() else {
+            return;
+        };
+        let reason = peer.removal.unwrap_or(LeaveReason::Left);
+        peer.span.in_scope(|| info!(?reason, "left"));
+        peer.notify_removed(reason);
+
+        // Its consumers: unlink them from their producers.
+        for (slot, consumer) in peer.consumers.iter().enumerate() {
+            let Some(consumer) = consumer else { continue };
+            if let Some(producer) = self.peers[consumer.source_peer]
+                .as_mut()
+                .and_then(|p| p.producers.iter_mut().find(|p| p.track == consumer.track))
+            {
+                producer.consumers.retain(|r| *r != ConsumerRef { peer: index, slot });
+            }
+        }
+        // Its producers: every subscriber stops the matching m-line.
+        for producer in &peer.producers {
+            for consumer_ref in &producer.consumers {
+                let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
+                    continue;
+                };
+                subscriber.notify(SessionEvent::TrackUnpublished {
+                    participant: peer.id,
+                    track: producer.track,
+                });
+                let entry = &mut subscriber.consumers[consumer_ref.slot];
+                match entry.as_ref().map(|c| c.state) {
+                    Some(ConsumerState::ToOffer) => *entry = None,
+                    Some(ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. }) => {
+                        if let Some(c) = entry.as_mut() {
+                            c.state = ConsumerState::ToStop(mid);
+                        }
+                        self.queues.to_negotiate.push(consumer_ref.peer);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for addr in &peer.remote_addrs {
+            if self.by_addr.get(addr) == Some(&index) {
+                self.by_addr.remove(addr);
+            }
+        }
+        self.by_participant.remove(&peer.id);
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|&m| m != index);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+            } else {
+                for &member in members.iter() {
+                    if let Some(other) = self.peers[member].as_mut() {
+                        other.notify(SessionEvent::ParticipantLeft {
+                            participant: peer.id,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        self.queues.to_negotiate.retain(|&i| i != index);
+        self.queues.rtp.retain(|(i, _)| *i != index);
+        self.queues.keyframe_requests.retain(|(i, _)| *i != index);
+        self.queues.media_added.retain(|(i, _)| *i != index);
+        self.free_peer_slots.push(index);
+        // Peers that became unable to take events during the notifications go next.
+        for (i, other) in self.peers.iter().enumerate() {
+            if other.as_ref().is_some_and(|p| p.removal.is_some()) && !self.queues.to_remove.contains(&i) {
+                self.queues.to_remove.push(i);
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Send the peer a server offer if its forwarded tracks changed and no offer is out.
+    fn negotiate(&mut self, index: PeerIndex, out: &mut impl Transmit) {
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        if peer.removal.is_some() || peer.pending_offer.is_some() {
+            return;
+        }
+        let Some(rtc) = peer.rtc.as_mut() else {
+            return;
+        };
+        let mut changes = rtc.sdp_api();
+        for consumer in peer.consumers.iter_mut().flatten() {
+            match consumer.state {
+                ConsumerState::ToOffer => {
+                    let mid = changes.add_media(
+                        consumer.kind.into(),
+                        Direction::SendOnly,
+                        Some(consumer.source_participant.to_string()),
+                        Some(consumer.track.to_string()),
+                        None,
+                    );
+                    consumer.state = ConsumerState::Offered(mid);
+                    consumer.rewriter = RtpRewriter::new(
+                        if consumer.kind == MediaKind::Audio { 48_000 } else { 90_000 },
+                        consumer.kind == MediaKind::Video,
+                    );
+                }
+                ConsumerState::ToStop(mid) => {
+                    changes.stop_media(mid);
+                    consumer.state = ConsumerState::Stopping(mid);
+                }
+                _ => {}
+            }
+        }
+        if !changes.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = changes.apply() else {
+            return;
+        };
+        peer.pending_offer = Some(pending);
+        let tracks = peer
+            .consumers
+            .iter()
+            .flatten()
+            .filter_map(|c| match c.state {
+                ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. } => Some(OfferedTrack {
+                    mid: mid.to_string(),
+                    participant: c.source_participant,
+                    track: c.track,
+                    kind: c.kind,
+                }),
+                _ => None,
+            })
+            .collect();
+        peer.notify(SessionEvent::Offer {
+            sdp: offer.to_sdp_string(),
+            tracks,
+        });
+        drain(index, peer, &mut self.queues, &mut self.timers, out);
+    }
+
+    fn update_gauges(&self) {
+        let peers = self.peers.iter().flatten();
+        let producers: usize = peers.clone().map(|p| p.producers.len()).sum();
+        let consumers: usize = peers.map(|p| p.consumers.iter().flatten().count()).sum();
+        WorkerMetrics::set(&self.metrics.rooms, self.rooms.len() as u64);
+        WorkerMetrics::set(&self.metrics.participants, self.by_participant.len() as u64);
+        WorkerMetrics::set(&self.metrics.producers, producers as u64);
+        WorkerMetrics::set(&self.metrics.consumers, consumers as u64);
+    }
+}
+
+fn summary(peer: &Peer) -> ParticipantSummary {
+    ParticipantSummary {
+        id: peer.id,
+        name: peer.name.clone(),
+        tracks: peer
+            .producers
+            .iter()
+            .map(|p| TrackSummary { id: p.track, kind: p.kind })
+            .collect(),
+    }
+}
+
+/// Drain one peer's `Rtc` until it asks for time: datagrams go to `out`, events are queued
+/// for the router, and the next deadline goes into the timer heap.
+fn drain(
+    index: PeerIndex,
+    peer: &mut Peer,
+    queues: &mut Queues,
+    timers: &mut BinaryHeap<Reverse<(Instant, PeerIndex)>>,
+    out: &mut impl Transmit,
+) {
+    let Some(rtc) = peer.rtc.as_mut() else {
+        return;
+    };
+    let span = &peer.span;
+    let mut failed = false;
+    loop {
+        if !rtc.is_alive() {
+            span.in_scope(|| info!("media connection closed"));
+            failed = true;
+            break;
+        }
+        match rtc.poll_output() {
+            Ok(Output::Transmit(transmit)) => out.send(transmit.destination, &transmit.contents),
+            Ok(Output::Timeout(at)) => {
+                if peer.scheduled_timeout.is_none_or(|scheduled| at < scheduled) {
+                    peer.scheduled_timeout = Some(at);
+                    timers.push(Reverse((at, index)));
+                }
+                break;
+            }
+            Ok(Output::Event(event)) => match event {
+                Event::RtpPacket(packet) => queues.rtp.push_back((index, packet)),
+                Event::KeyframeRequest(request) => queues.keyframe_requests.push((index, request.mid)),
+                Event::MediaAdded(added) => queues.media_added.push((index, added)),
+                Event::IceConnectionStateChange(state) => {
+                    span.in_scope(|| debug!(?state, "ICE state"));
+                    if state == IceConnectionState::Disconnected {
+                        span.in_scope(|| info!("ICE disconnected: no connectivity checks from the client"));
+                        failed = true;
+                    }
+                }
+                Event::Connected => span.in_scope(|| info!("media connected (DTLS done)")),
+                _ => {}
+            },
+            Err(error) => {
+                span.in_scope(|| warn!(%error, "media connection failed"));
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        peer.mark_for_removal(LeaveReason::MediaTimeout);
+    }
+    if peer.removal.is_some() && !queues.to_remove.contains(&index) {
+        queues.to_remove.push(index);
+    }
+}

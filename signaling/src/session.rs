@@ -1,0 +1,414 @@
+//! One signaling WebSocket: the JSON protocol in, SFU commands out, SFU events back.
+//!
+//! The socket is split in two: this task reads frames and SFU events; a writer task owns the
+//! sink, so a slow client never blocks the reader (its queue is bounded; when it is full the
+//! session ends). The SFU side of the session is the participant's worker mailbox plus its
+//! bounded event stream (see `roomcast_sfu::api`).
+//!
+//! Invariants:
+//! - Every client frame gets exactly the answer the protocol promises, or an `error` with a
+//!   stable code; only oversize frames (1009) and `leave` close the socket from our side.
+//! - Whatever way the socket ends, the participant is removed from its room.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use roomcast_sfu::{Command, LeaveReason, ParticipantId, SessionEvent, SfuError, WorkerHandle};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::AppState;
+use crate::protocol::{
+    ClientMessage, ErrorCode, OfferedTrack, ParticipantInfo, ProtocolError, ServerMessage, TrackInfo,
+    parse_client_message,
+};
+
+/// Frames queued for one client before the session gives up on it.
+const OUTGOING_QUEUE: usize = 256;
+/// SFU events queued for one participant before the worker removes it as too slow.
+const EVENT_QUEUE: usize = 256;
+/// Longest room name and display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// WebSocket close code for a frame over the size limit (RFC 6455 §7.4.1).
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+enum Outgoing {
+    Message(ServerMessage),
+    Close(u16, &'static str),
+}
+
+pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
+    state.metrics.connection_opened();
+    let (mut sink, mut stream) = socket.split();
+    let (outgoing, mut outgoing_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(item) = outgoing_rx.recv().await {
+            let result = match item {
+                Outgoing::Message(message) => {
+                    let json = serde_json::to_string(&message).expect("server messages always serialize");
+                    sink.send(Message::Text(json.into())).await
+                }
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut session = Session {
+        state: state.clone(),
+        outgoing,
+        joined: None,
+    };
+    let span = tracing::info_span!("ws");
+    async {
+        loop {
+            let flow = tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        session.send_error(ErrorCode::BinaryNotSupported, "binary frames are not part of the protocol; send JSON text frames").await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => ControlFlow::Continue(()),
+                    Some(Ok(Message::Close(_))) | None => ControlFlow::Break(LeaveReason::Disconnected),
+                    Some(Err(error)) => session.handle_read_error(error).await,
+                },
+                event = next_event(&mut session.joined) => session.handle_event(event).await,
+            };
+            if let ControlFlow::Break(reason) = flow {
+                session.leave(reason).await;
+                break;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    drop(session);
+    let _ = writer.await;
+    state.metrics.connection_closed();
+}
+
+/// The SFU event stream of a joined session; pending forever before `join`.
+async fn next_event(joined: &mut Option<Joined>) -> Option<SessionEvent> {
+    match joined {
+        Some(joined) => joined.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Session {
+    state: Arc<AppState>,
+    outgoing: mpsc::Sender<Outgoing>,
+    joined: Option<Joined>,
+}
+
+struct Joined {
+    participant: ParticipantId,
+    worker: WorkerHandle,
+    events: mpsc::Receiver<SessionEvent>,
+    /// Set once the SFU has removed the participant: nothing left to leave.
+    removed: bool,
+}
+
+impl Session {
+    async fn send(&self, message: ServerMessage) -> ControlFlow<LeaveReason> {
+        match self.outgoing.try_send(Outgoing::Message(message)) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!("client is not reading its WebSocket; closing the session");
+                ControlFlow::Break(LeaveReason::SlowClient)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ControlFlow::Break(LeaveReason::Disconnected),
+        }
+    }
+
+    async fn send_error(&self, code: ErrorCode, message: impl Into<String>) -> ControlFlow<LeaveReason> {
+        let error = ProtocolError::new(code, message);
+        debug!(code = ?error.code, message = %error.message, "protocol error");
+        self.state.metrics.protocol_error();
+        self.send(ServerMessage::Error(error)).await
+    }
+
+    async fn handle_read_error(&self, error: axum::Error) -> ControlFlow<LeaveReason> {
+        let text = error.to_string();
+        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+            self.close_oversize().await
+        } else {
+            debug!(%error, "WebSocket read failed");
+            ControlFlow::Break(LeaveReason::Disconnected)
+        }
+    }
+
+    async fn close_oversize(&self) -> ControlFlow<LeaveReason> {
+        let _ = self
+            .send_error(
+                ErrorCode::MessageTooLarge,
+                format!("messages are limited to {} bytes", crate::protocol::MAX_MESSAGE_BYTES),
+            )
+            .await;
+        let _ = self
+            .outgoing
+            .try_send(Outgoing::Close(CLOSE_MESSAGE_TOO_BIG, "message too large"));
+        ControlFlow::Break(LeaveReason::Disconnected)
+    }
+
+    async fn handle_text(&mut self, text: &str) -> ControlFlow<LeaveReason> {
+        self.state.metrics.message_received();
+        let message = match parse_client_message(text) {
+            Ok(message) => message,
+            Err(error) if error.code == ErrorCode::MessageTooLarge => return self.close_oversize().await,
+            Err(error) => return self.send_error(error.code, error.message).await,
+        };
+        match message {
+            ClientMessage::Join { room, name, token: _ } => self.join(room, name).await,
+            ClientMessage::Offer { sdp } => {
+                let Some(joined) = self.joined_or_error("offer").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let participant = joined.participant;
+                let worker = joined.worker.clone();
+                match request(&worker, |reply| Command::Offer { participant, sdp, reply }).await {
+                    Ok(answer) => self.send(ServerMessage::Answer { sdp: answer }).await,
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
+            ClientMessage::Answer { sdp } => {
+                let Some(joined) = self.joined_or_error("answer").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let participant = joined.participant;
+                let worker = joined.worker.clone();
+                match request(&worker, |reply| Command::Answer { participant, sdp, reply }).await {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
+            ClientMessage::Candidate { candidate, sdp_mid: _ } => {
+                let Some(joined) = self.joined_or_error("candidate").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let participant = joined.participant;
+                let worker = joined.worker.clone();
+                match request(&worker, |reply| Command::Candidate { participant, candidate, reply }).await {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
+            ClientMessage::Leave => {
+                if self.joined_or_error("leave").await?.is_none() {
+                    return ControlFlow::Continue(());
+                }
+                self.leave(LeaveReason::Left).await;
+                let _ = self.send(ServerMessage::Left { reason: LeaveReason::Left }).await;
+                let _ = self.outgoing.try_send(Outgoing::Close(1000, "left"));
+                ControlFlow::Break(LeaveReason::Left)
+            }
+        }
+    }
+
+    /// The joined state, or an error to the client naming the message that needs it.
+    async fn joined_or_error(&self, what: &str) -> ControlFlow<LeaveReason, Option<&Joined>> {
+        match &self.joined {
+            Some(joined) if !joined.removed => ControlFlow::Continue(Some(joined)),
+            _ => {
+                self.send_error(ErrorCode::NotJoined, format!("{what:?} needs a successful \"join\" first"))
+                    .await?;
+                ControlFlow::Continue(None)
+            }
+        }
+    }
+
+    async fn join(&mut self, room: String, name: String) -> ControlFlow<LeaveReason> {
+        if self.joined.is_some() {
+            return self
+                .send_error(ErrorCode::AlreadyJoined, "this socket already joined a room; open another socket to join again")
+                .await;
+        }
+        let name = name.trim().to_string();
+        if let Err(why) = validate_room_name(&room) {
+            return self.send_error(ErrorCode::InvalidName, why).await;
+        }
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+            return self
+                .send_error(
+                    ErrorCode::InvalidName,
+                    format!("display name must be 1 to {MAX_NAME_CHARS} printable characters"),
+                )
+                .await;
+        }
+        let participant = ParticipantId::next();
+        let worker = self.state.sfu.worker_for_room(&room).clone();
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let result = request(&worker, |reply| Command::Join {
+            room: room.clone(),
+            participant,
+            name: name.clone(),
+            events,
+            reply,
+        })
+        .await;
+        let participants = match result {
+            Ok(participants) => participants,
+            Err(error) => return self.send_sfu_error(error).await,
+        };
+        info!(%room, %participant, %name, "participant joined");
+        self.joined = Some(Joined {
+            participant,
+            worker,
+            events: events_rx,
+            removed: false,
+        });
+        self.send(ServerMessage::Joined {
+            participant_id: participant,
+            room,
+            dev_mode: self.state.dev_mode,
+            participants: participants.into_iter().map(participant_info).collect(),
+            ice_servers: self.state.ice_servers.clone(),
+        })
+        .await
+    }
+
+    async fn send_sfu_error(&self, error: SfuError) -> ControlFlow<LeaveReason> {
+        let code = match error {
+            SfuError::UnknownParticipant(_) => ErrorCode::NotJoined,
+            SfuError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
+            SfuError::RoomFull { .. } => ErrorCode::RoomFull,
+            SfuError::BadSdp(_) => ErrorCode::BadSdp,
+            SfuError::NoPendingOffer => ErrorCode::NoPendingOffer,
+            SfuError::OfferCollision => ErrorCode::OfferCollision,
+            SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
+            SfuError::WorkerGone => ErrorCode::Internal,
+        };
+        self.send_error(code, error.to_string()).await
+    }
+
+    async fn handle_event(&mut self, event: Option<SessionEvent>) -> ControlFlow<LeaveReason> {
+        let Some(event) = event else {
+            // The worker dropped our stream: it stopped.
+            if let Some(joined) = self.joined.as_mut() {
+                joined.removed = true;
+            }
+            let _ = self.send(ServerMessage::Left { reason: LeaveReason::ServerShutdown }).await;
+            let _ = self.outgoing.try_send(Outgoing::Close(1001, "server shutting down"));
+            return ControlFlow::Break(LeaveReason::ServerShutdown);
+        };
+        let message = match event {
+            SessionEvent::ParticipantJoined(participant) => ServerMessage::ParticipantJoined {
+                participant: participant_info(participant),
+            },
+            SessionEvent::ParticipantLeft { participant, reason } => ServerMessage::ParticipantLeft {
+                participant_id: participant,
+                reason,
+            },
+            SessionEvent::TrackPublished { participant, track } => ServerMessage::TrackPublished {
+                participant_id: participant,
+                track: TrackInfo {
+                    id: track.id,
+                    kind: track.kind,
+                },
+            },
+            SessionEvent::TrackUnpublished { participant, track } => ServerMessage::TrackUnpublished {
+                participant_id: participant,
+                track_id: track,
+            },
+            SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
+                sdp,
+                tracks: tracks
+                    .into_iter()
+                    .map(|t| OfferedTrack {
+                        mid: t.mid,
+                        participant_id: t.participant,
+                        track_id: t.track,
+                        kind: t.kind,
+                    })
+                    .collect(),
+            },
+            SessionEvent::Removed { reason } => {
+                if let Some(joined) = self.joined.as_mut() {
+                    joined.removed = true;
+                }
+                let _ = self.send(ServerMessage::Left { reason }).await;
+                let _ = self.outgoing.try_send(Outgoing::Close(1000, "removed from the room"));
+                return ControlFlow::Break(reason);
+            }
+        };
+        self.send(message).await
+    }
+
+    /// Take the participant out of its room (idempotent).
+    async fn leave(&mut self, reason: LeaveReason) {
+        if let Some(joined) = self.joined.as_mut()
+            && !joined.removed
+        {
+            joined.removed = true;
+            let _ = joined
+                .worker
+                .send(Command::Leave {
+                    participant: joined.participant,
+                    reason,
+                })
+                .await;
+        }
+    }
+}
+
+/// Send a command that carries a reply channel and wait for the reply.
+async fn request<T>(
+    worker: &WorkerHandle,
+    command: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+) -> Result<T, SfuError> {
+    let (reply, response) = oneshot::channel();
+    worker.send(command(reply)).await?;
+    response.await.map_err(|_| SfuError::WorkerGone)?
+}
+
+fn participant_info(summary: roomcast_sfu::ParticipantSummary) -> ParticipantInfo {
+    ParticipantInfo {
+        id: summary.id,
+        name: summary.name,
+        tracks: summary
+            .tracks
+            .into_iter()
+            .map(|t| TrackInfo { id: t.id, kind: t.kind })
+            .collect(),
+    }
+}
+
+/// Room names appear in URLs and logs: 1–64 of `A–Z a–z 0–9 - _ .`.
+pub fn validate_room_name(room: &str) -> Result<(), String> {
+    let valid_chars = room
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if room.is_empty() || room.len() > MAX_NAME_CHARS || !valid_chars {
+        return Err(format!(
+            "room name must be 1 to {MAX_NAME_CHARS} characters of A-Z, a-z, 0-9, '-', '_' or '.' (got {room:?})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room_name("demo-1_a.b").is_ok());
+        assert!(validate_room_name("").is_err());
+        assert!(validate_room_name("has space").is_err());
+        assert!(validate_room_name("ünï").is_err());
+        assert!(validate_room_name(&"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `roomcast`: the server binary. Parses the command line and configuration, starts the SFU
+//! workers and the HTTP/WebSocket edge, and shuts both down on SIGINT/SIGTERM.
+
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use roomcast_sfu::Sfu;
+use roomcast_signaling::{AppState, SignalingMetrics};
+use tracing::{error, info, warn};
+
+use crate::config::{ServeArgs, ServeConfig};
+
+#[derive(Parser)]
+#[command(name = "roomcast", version, about = "Real-time video server: WebRTC rooms through an SFU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the server. With no flags and no config file it runs in dev mode on loopback.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Commands::Serve(args) => {
+            let config = match ServeConfig::resolve(args) {
+                Ok(config) => config,
+                Err(message) => {
+                    error!("{message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("roomcast-http")
+                .build()
+                .expect("the tokio runtime builds unless the OS is out of resources");
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,dimpl=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: ServeConfig) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let sfu = Arc::new(Sfu::start(&config.sfu).map_err(|e| e.to_string())?);
+    for worker in sfu.workers() {
+        info!(
+            worker = worker.index(),
+            "SFU media on udp {} (announced to clients as {})",
+            worker.local_addr(),
+            worker.announced_addr()
+        );
+    }
+    if config.dev_mode {
+        warn!(
+            "DEV MODE: rooms are open, no token is needed; anyone who can reach {http_addr} can join any room. \
+             Fine on a laptop; do not expose it."
+        );
+    }
+    let state = Arc::new(AppState {
+        sfu: sfu.clone(),
+        dev_mode: config.dev_mode,
+        ice_servers: Vec::new(),
+        metrics: SignalingMetrics::default(),
+    });
+    info!("HTTP listening on http://{http_addr}");
+    info!("open http://{http_addr}/?room=demo&name=Ada in a browser to join room \"demo\"");
+
+    let shutdown_sfu = sfu.clone();
+    axum::serve(listener, roomcast_signaling::app(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            info!("shutting down: removing participants and stopping workers");
+            shutdown_sfu.shutdown().await;
+        })
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler only fails outside a tokio runtime");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

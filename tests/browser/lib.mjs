@@ -1,0 +1,444 @@
+// Shared helpers for roomcast's browser end-to-end tests: a real server process, real headless
+// Chromium pages (playwright-core driving /usr/bin/chromium), WebRTC stats read from the pages.
+//
+// Waiting rule: nothing here sleeps for a fixed time to stand in for readiness. Every wait is
+// `waitFor` (poll a condition until a deadline, then fail saying what was expected and what was
+// last seen) or an in-page recorder that timestamps the moment something happened.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as delay } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const OUTPUT_DIR = path.join(REPO_ROOT, 'test-output', 'browser');
+
+/** Flags that make headless Chromium do WebRTC against a server on 127.0.0.1 with fake devices. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+const ANSI_ESCAPE = /\x1b\[[0-9;]*[A-Za-z]/g;
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/**
+ * Polls `fn` until it succeeds or `timeout` ms have passed.
+ *
+ * `fn` (sync or async) says "not yet" by returning a falsy value or by throwing; the thrown
+ * message is the best way to say what it saw. Anything else ends the wait and is returned.
+ * On timeout the error names `message` (what was expected) and the last thing seen.
+ */
+export async function waitFor(fn, { timeout = 10_000, interval = 100, message = 'condition' } = {}) {
+  const start = Date.now();
+  const deadline = start + timeout;
+  let lastSeen = 'nothing (the condition was never evaluated)';
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value) return value;
+      lastSeen = `returned ${describe(value)}`;
+    } catch (error) {
+      lastSeen = error?.message ?? String(error);
+    }
+    const now = Date.now();
+    if (now >= deadline) {
+      throw new Error(`Timed out after ${now - start} ms waiting for ${message}; last seen: ${lastSeen}`);
+    }
+    await delay(Math.min(interval, deadline - now));
+  }
+}
+
+function describe(value) {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return String(value);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/**
+ * Starts `roomcast serve` on an ephemeral HTTP port and an ephemeral RTC port and waits until it
+ * logs `HTTP listening on <url>`. Returns { url, logs(), stop(), process }.
+ */
+export async function startServer({
+  bin = process.env.ROOMCAST_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'roomcast'),
+  args = ['serve', '--http', '127.0.0.1:0', '--rtc-port', '0'],
+  env = {},
+  readyTimeout = 20_000,
+} = {}) {
+  if (!existsSync(bin)) {
+    throw new Error(`server binary ${bin} does not exist: build it with \`cargo build\` or set ROOMCAST_BIN`);
+  }
+  const lines = [];
+  const child = spawn(bin, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let exit = null;
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    exit = { code, signal };
+    lines.push(`[test] server exited (code ${code}, signal ${signal})`);
+  });
+  let onLine = () => {};
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      partial += chunk;
+      const complete = partial.split('\n');
+      partial = complete.pop();
+      for (const raw of complete) {
+        const line = raw.replace(ANSI_ESCAPE, '');
+        lines.push(line);
+        if (process.env.ROOMCAST_TEST_VERBOSE) console.log(`[server] ${line}`);
+        onLine(line);
+      }
+    });
+  }
+
+  const stop = async ({ timeout = 5_000 } = {}) => {
+    if (exit) return exit;
+    child.kill('SIGTERM');
+    const killer = setTimeout(() => {
+      lines.push(`[test] server did not exit ${timeout} ms after SIGTERM; sending SIGKILL`);
+      child.kill('SIGKILL');
+    }, timeout);
+    await exited;
+    clearTimeout(killer);
+    return exit;
+  };
+
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`server did not log "HTTP listening on <url>" within ${readyTimeout} ms`));
+    }, readyTimeout);
+    const finish = (fn, value) => {
+      clearTimeout(timer);
+      onLine = () => {};
+      fn(value);
+    };
+    const check = (line) => {
+      const match = /HTTP listening on (http:\/\/\S+)/.exec(line);
+      if (match) finish(resolve, match[1]);
+    };
+    lines.forEach(check);
+    onLine = check;
+    exited.then(() => finish(reject, new Error(`server exited before listening (${describe(exit)})`)));
+    child.once('error', (error) => finish(reject, error));
+  }).catch(async (error) => {
+    await stop({ timeout: 1_000 });
+    error.message += `\n--- server output ---\n${lines.join('\n')}`;
+    throw error;
+  });
+
+  return { url, logs: () => lines.join('\n'), lines, stop, process: child };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser and pages
+
+export function launchBrowser({ args = [], ...options } = {}) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: [...CHROMIUM_ARGS, ...args],
+    ...options,
+  });
+}
+
+const pageLogStore = new WeakMap();
+const pageLabels = new WeakMap();
+
+/**
+ * Opens `<url>/?room=<room>&name=<name>` in its own browser context (own storage, own fake
+ * devices) and returns the page once the document has loaded; joining continues in the page.
+ * `initScripts` run in the page before any of its own scripts (see `mediaTimelineInitScript`).
+ */
+export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {} } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 640 }, ...contextOptions });
+  const page = await context.newPage();
+  const logs = [];
+  pageLogStore.set(page, logs);
+  pageLabels.set(page, name);
+  const started = Date.now();
+  const stamp = () => `+${String(Date.now() - started).padStart(6)}ms`;
+  page.on('console', (message) => logs.push({ type: message.type(), text: `${stamp()} [${message.type()}] ${message.text()}` }));
+  page.on('pageerror', (error) => logs.push({ type: 'pageerror', text: `${stamp()} [pageerror] ${error.stack ?? error}` }));
+  page.on('crash', () => logs.push({ type: 'crash', text: `${stamp()} [crash] the page crashed` }));
+  for (const script of initScripts) {
+    if (Array.isArray(script)) await page.addInitScript(script[0], script[1]);
+    else await page.addInitScript(script);
+  }
+  const target = new URL('/', url);
+  target.searchParams.set('room', room);
+  target.searchParams.set('name', name);
+  await page.goto(target.href);
+  return page;
+}
+
+/** Everything the page logged (console, uncaught errors, crashes), oldest first. */
+export function pageLogs(page) {
+  return (pageLogStore.get(page) ?? []).map((entry) => entry.text);
+}
+
+/** Console errors and uncaught exceptions: a healthy page has none. */
+export function pageErrors(page) {
+  return (pageLogStore.get(page) ?? [])
+    .filter((entry) => entry.type === 'error' || entry.type === 'pageerror' || entry.type === 'crash')
+    .map((entry) => entry.text);
+}
+
+export function pageLabel(page) {
+  return pageLabels.get(page) ?? page.url();
+}
+
+/** The page's own view of the session, from the `window.roomcast` hook. */
+export function sessionInfo(page) {
+  return page.evaluate(() => {
+    const hook = window.roomcast;
+    if (!hook) return null;
+    return {
+      state: hook.state,
+      stateReason: hook.stateReason ?? null,
+      participantId: hook.participantId,
+      participants: [...hook.participants.values()].map((p) => ({ id: p.id, name: p.name })),
+      connectionState: hook.pc?.connectionState ?? null,
+      signalingState: hook.pc?.signalingState ?? null,
+      mids: Object.fromEntries([...hook.mids].map(([mid, info]) => [mid, info])),
+    };
+  });
+}
+
+/**
+ * One entry per inbound-rtp stats object of the page's peer connection:
+ * { kind, framesDecoded, frameWidth, packetsReceived, trackIdentifier, mid, participantId, ... }.
+ * `participantId` comes from the server's mid map as the page holds it.
+ */
+export function inboundStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.roomcast?.pc;
+    if (!pc) return [];
+    const midByTrack = new Map(pc.getTransceivers().map((t) => [t.receiver.track.id, t.mid]));
+    const report = await pc.getStats();
+    const result = [];
+    report.forEach((stats) => {
+      if (stats.type !== 'inbound-rtp') return;
+      const mid = stats.mid ?? midByTrack.get(stats.trackIdentifier) ?? null;
+      result.push({
+        id: stats.id,
+        ssrc: stats.ssrc,
+        kind: stats.kind,
+        mid,
+        participantId: mid == null ? null : window.roomcast.mids.get(mid)?.participant_id ?? null,
+        trackIdentifier: stats.trackIdentifier,
+        framesDecoded: stats.framesDecoded ?? 0,
+        frameWidth: stats.frameWidth ?? 0,
+        frameHeight: stats.frameHeight ?? 0,
+        packetsReceived: stats.packetsReceived ?? 0,
+        bytesReceived: stats.bytesReceived ?? 0,
+        totalAudioEnergy: stats.totalAudioEnergy ?? 0,
+      });
+    });
+    return result;
+  });
+}
+
+/** The remote tiles the page shows: { id, name, videoWidth, videoTrackId, audioTrackIds }. */
+export function remoteTiles(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#grid .tile[data-role="remote"]')].map((tile) => {
+    const video = tile.querySelector('video');
+    return {
+      id: Number(tile.dataset.participantId),
+      name: tile.querySelector('.tile-name')?.textContent ?? '',
+      hasVideo: tile.classList.contains('has-video'),
+      videoWidth: video?.videoWidth ?? 0,
+      videoTrackId: video?.srcObject?.getVideoTracks()[0]?.id ?? null,
+      audioTrackIds: [...tile.querySelectorAll('audio')].flatMap((a) => a.srcObject?.getAudioTracks().map((t) => t.id) ?? []),
+      status: tile.querySelector('.tile-status')?.textContent ?? '',
+    };
+  }));
+}
+
+/** Every transceiver of the page's peer connection, as Chromium reports it. */
+export function transceivers(page) {
+  return page.evaluate(() => (window.roomcast?.pc?.getTransceivers() ?? []).map((t) => ({
+    mid: t.mid,
+    direction: t.direction,
+    currentDirection: t.currentDirection,
+    kind: t.receiver.track.kind,
+    receiverTrackId: t.receiver.track.id,
+    receiverTrackState: t.receiver.track.readyState,
+    receiverTrackMuted: t.receiver.track.muted,
+    mappedTo: t.mid == null ? null : window.roomcast.mids.get(t.mid) ?? null,
+  })));
+}
+
+/**
+ * Init script (pass to `openRoomPage`'s `initScripts` as [mediaTimelineInitScript, options]):
+ * wraps RTCPeerConnection so that, from the moment the page creates one, the page itself records
+ * with performance.now()
+ *   - every connectionState change (`states`, `connectedAt` = first 'connected'),
+ *   - for each inbound video stream, the first getStats sample with framesDecoded > 0
+ *     (`firstFrames[key]` = { t, previousSampleAt, mid, trackIdentifier, frameWidth }).
+ * Stats are sampled every `intervalMs` in the page (no round trips to the test), so a first-frame
+ * time is exact to within one interval: the frame was decoded in (previousSampleAt, t].
+ * Sampling stops after `maxDurationMs` or once `expectVideos` videos have a first frame.
+ * Read the result with `mediaTimeline(page)`.
+ */
+export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_000, expectVideos = Infinity } = {}) {
+  const timeline = { createdAt: null, connectedAt: null, states: [], firstFrames: {}, samples: 0 };
+  window.__roomcastTimeline = timeline;
+  const Native = window.RTCPeerConnection;
+  class TimedPeerConnection extends Native {
+    constructor(...args) {
+      super(...args);
+      const pc = this;
+      const createdAt = performance.now();
+      timeline.createdAt ??= createdAt;
+      pc.addEventListener('connectionstatechange', () => {
+        const t = performance.now();
+        timeline.states.push({ state: pc.connectionState, t });
+        if (pc.connectionState === 'connected') timeline.connectedAt ??= t;
+      });
+      let previousSampleAt = createdAt;
+      const sample = async () => {
+        if (pc.connectionState === 'closed') return;
+        try {
+          const report = await pc.getStats();
+          const t = performance.now();
+          report.forEach((stats) => {
+            if (stats.type !== 'inbound-rtp' || stats.kind !== 'video' || !(stats.framesDecoded > 0)) return;
+            const key = stats.mid ?? stats.trackIdentifier;
+            timeline.firstFrames[key] ??= {
+              t,
+              previousSampleAt,
+              mid: stats.mid ?? null,
+              trackIdentifier: stats.trackIdentifier,
+              frameWidth: stats.frameWidth ?? 0,
+              framesDecoded: stats.framesDecoded,
+            };
+          });
+          previousSampleAt = t;
+          timeline.samples += 1;
+        } catch (error) {
+          timeline.lastError = String(error);
+        }
+        const done = Object.keys(timeline.firstFrames).length >= expectVideos;
+        if (!done && performance.now() - createdAt < maxDurationMs) setTimeout(sample, intervalMs);
+      };
+      setTimeout(sample, intervalMs);
+    }
+  }
+  window.RTCPeerConnection = TimedPeerConnection;
+}
+
+/** What `mediaTimelineInitScript` recorded, with each first frame's mid and participant resolved. */
+export function mediaTimeline(page) {
+  return page.evaluate(() => {
+    const timeline = window.__roomcastTimeline;
+    if (!timeline) return null;
+    const pc = window.roomcast?.pc;
+    const midByTrack = new Map((pc?.getTransceivers() ?? []).map((t) => [t.receiver.track.id, t.mid]));
+    const firstFrames = Object.values(timeline.firstFrames).map((frame) => {
+      const mid = frame.mid ?? midByTrack.get(frame.trackIdentifier) ?? null;
+      return { ...frame, mid, participantId: mid == null ? null : window.roomcast?.mids.get(mid)?.participant_id ?? null };
+    });
+    return { ...timeline, firstFrames };
+  });
+}
+
+/**
+ * Starts an in-page recorder for one participant's departure, as seen by `page`. Every 10 ms it
+ * checks, and stamps with Date.now() (the same clock as the test's Date.now()):
+ *   - tileGoneAt: no remote tile for `participantId` is left in the grid;
+ *   - tracksDeadAt: none of `mids` is still live, i.e. no transceiver with one of these mids is
+ *     both receiving (currentDirection recvonly/sendrecv) with a live receiver track and still
+ *     mapped to `participantId` (or unmapped) in the page's mid map.
+ * Read it with `departureRecord(page)`.
+ */
+export function watchDeparture(page, participantId, mids, { maxDurationMs = 30_000 } = {}) {
+  return page.evaluate(({ participantId, mids, maxDurationMs }) => {
+    const record = { startedAt: Date.now(), tileGoneAt: null, tracksDeadAt: null, liveMids: null, checks: 0 };
+    window.__departure = record;
+    const liveMids = () => (window.roomcast?.pc?.getTransceivers() ?? [])
+      .filter((t) => mids.includes(t.mid))
+      .filter((t) => t.currentDirection === 'recvonly' || t.currentDirection === 'sendrecv')
+      .filter((t) => t.receiver.track.readyState === 'live')
+      .filter((t) => {
+        const owner = window.roomcast.mids.get(t.mid)?.participant_id;
+        return owner === undefined || owner === participantId;
+      })
+      .map((t) => t.mid);
+    const check = () => {
+      const now = Date.now();
+      record.checks += 1;
+      const tile = document.querySelector(`#grid .tile[data-role="remote"][data-participant-id="${participantId}"]`);
+      if (record.tileGoneAt == null && !tile) record.tileGoneAt = now;
+      const live = liveMids();
+      record.liveMids = live;
+      if (record.tracksDeadAt == null && live.length === 0) record.tracksDeadAt = now;
+      const finished = record.tileGoneAt != null && record.tracksDeadAt != null;
+      if (!finished && now - record.startedAt < maxDurationMs) setTimeout(check, 10);
+    };
+    check();
+  }, { participantId, mids, maxDurationMs });
+}
+
+export function departureRecord(page) {
+  return page.evaluate(() => window.__departure ?? null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics
+
+/**
+ * Prints (and writes to test-output/browser/) what is needed to understand a failure: the server
+ * log, each page's console, session state, transceivers and stats, and a screenshot of each page.
+ */
+export async function dumpDiagnostics({ server, pages = [], label = 'failure' }) {
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  const sections = [];
+  if (server) {
+    writeFileSync(path.join(OUTPUT_DIR, `${label}-server.log`), server.logs());
+    const lines = server.logs().split('\n');
+    sections.push(`--- server log (last 200 of ${lines.length} lines; full log in ${OUTPUT_DIR}) ---\n${lines.slice(-200).join('\n')}`);
+  }
+  for (const page of pages) {
+    const name = pageLabel(page);
+    let state = 'page closed';
+    if (!page.isClosed()) {
+      try {
+        const [info, tiles, trx, stats] = await Promise.all([
+          sessionInfo(page), remoteTiles(page), transceivers(page), inboundStats(page),
+        ]);
+        state = JSON.stringify({ info, tiles, transceivers: trx, inbound: stats }, null, 1);
+        await page.screenshot({ path: path.join(OUTPUT_DIR, `${label}-${name}.png`) });
+      } catch (error) {
+        state = `could not read the page: ${error.message}`;
+      }
+    }
+    const logs = pageLogs(page);
+    writeFileSync(path.join(OUTPUT_DIR, `${label}-${name}-console.log`), logs.join('\n'));
+    sections.push(`--- page ${name}: state ---\n${state}\n--- page ${name}: console (last 60 of ${logs.length}) ---\n${logs.slice(-60).join('\n')}`);
+  }
+  console.log(sections.join('\n'));
+}

@@ -1,0 +1,254 @@
+// End to end: real headless Chromium pages running web-client/ against a real `roomcast serve`.
+//
+//   1. Four pages join one room: each decodes the three others' video (frames advancing) and
+//      receives their audio (packets advancing), and shows three tiles with the right names.
+//   2. One page closes: within 2 s (measured from the close call) every remaining page has
+//      removed its tile and no longer has a live receiver for its tracks.
+//   3. A fifth page joins late: all three existing videos are decoded within 1 s of its peer
+//      connection reaching 'connected' (both instants recorded in the page).
+//
+// Run: `cargo build && npm run test:browser` (ROOMCAST_BIN overrides the binary; set
+// ROOMCAST_TEST_VERBOSE=1 to stream the server log).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  departureRecord,
+  dumpDiagnostics,
+  inboundStats,
+  launchBrowser,
+  mediaTimeline,
+  mediaTimelineInitScript,
+  openRoomPage,
+  pageErrors,
+  pageLabel,
+  remoteTiles,
+  sessionInfo,
+  startServer,
+  transceivers,
+  waitFor,
+  watchDeparture,
+} from './lib.mjs';
+
+const DEPARTURE_BOUND_MS = 2_000;
+const LATE_JOIN_FIRST_FRAME_BOUND_MS = 1_000;
+
+let server;
+let browser;
+/** Pages currently in the room, and every page ever opened (for the console check). */
+const pages = [];
+const allPages = [];
+const room = `rooms-${process.pid}-${Date.now().toString(36)}`;
+let failed = false;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  const exit = await server?.stop();
+  console.log(`# server stopped: ${JSON.stringify(exit)}`);
+});
+
+/** Runs one step; on failure dumps the server log and every page, and skips later steps. */
+function step(name, fn) {
+  return test(name, async (t) => {
+    if (failed) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    const started = Date.now();
+    try {
+      await fn(t);
+    } catch (error) {
+      failed = true;
+      await dumpDiagnostics({ server, pages, label: name.replace(/\W+/g, '-').slice(0, 40) });
+      throw error;
+    } finally {
+      console.log(`# step "${name}" took ${Date.now() - started} ms`);
+    }
+  });
+}
+
+/** The id each page got from the server, keyed by display name. */
+async function idsByName(roomPages) {
+  const entries = await Promise.all(roomPages.map(async (page) => {
+    const info = await sessionInfo(page);
+    return [pageLabel(page), info.participantId];
+  }));
+  return new Map(entries);
+}
+
+/**
+ * Waits until `page` decodes video from and receives audio from every participant in `expected`
+ * (Map name -> id), then until all those streams advance once more. Returns the last sample.
+ */
+async function expectMediaFrom(page, expected, { timeout }) {
+  const wantedIds = [...expected.values()];
+  const label = pageLabel(page);
+  const byParticipant = (stats, kind) => new Map(wantedIds.map((id) => [
+    id, stats.find((s) => s.kind === kind && s.participantId === id),
+  ]));
+
+  const first = await waitFor(async () => {
+    const stats = await inboundStats(page);
+    const videos = stats.filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
+    const audios = stats.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+    const missing = wantedIds.filter((id) => !videos.some((s) => s.participantId === id) || !audios.some((s) => s.participantId === id));
+    if (videos.length < wantedIds.length || audios.length < wantedIds.length || missing.length) {
+      throw new Error(`${label}: ${videos.length} decoding videos, ${audios.length} audio streams with packets, ` +
+        `no media yet from participants ${JSON.stringify(missing)}; inbound-rtp: ${JSON.stringify(stats)}`);
+    }
+    return stats;
+  }, { timeout, interval: 250, message: `${label} to decode video and receive audio from ${JSON.stringify([...expected.keys()])}` });
+
+  const baseVideo = byParticipant(first.filter((s) => s.framesDecoded > 0), 'video');
+  const baseAudio = byParticipant(first.filter((s) => s.packetsReceived > 0), 'audio');
+  return waitFor(async () => {
+    const stats = await inboundStats(page);
+    const stalled = [];
+    for (const [id, base] of baseVideo) {
+      const now = stats.find((s) => s.id === base.id);
+      if (!(now?.framesDecoded > base.framesDecoded)) stalled.push(`video of ${id}: framesDecoded ${base.framesDecoded} -> ${now?.framesDecoded}`);
+    }
+    for (const [id, base] of baseAudio) {
+      const now = stats.find((s) => s.id === base.id);
+      if (!(now?.packetsReceived > base.packetsReceived)) stalled.push(`audio of ${id}: packetsReceived ${base.packetsReceived} -> ${now?.packetsReceived}`);
+    }
+    if (stalled.length) throw new Error(`${label}: not advancing: ${stalled.join('; ')}`);
+    return stats;
+  }, { timeout: 5_000, interval: 200, message: `${label}: every received stream to keep advancing` });
+}
+
+/** Waits until `page` shows exactly the remote tiles in `expected` (name -> id), each playing video. */
+async function expectTiles(page, expected, { timeout }) {
+  const label = pageLabel(page);
+  const want = [...expected].map(([name, id]) => ({ id, name })).sort((a, b) => a.id - b.id);
+  return waitFor(async () => {
+    const tiles = (await remoteTiles(page)).sort((a, b) => a.id - b.id);
+    assert.deepEqual(tiles.map(({ id, name }) => ({ id, name })), want, `${label}: remote tiles`);
+    const dark = tiles.filter((tile) => !tile.hasVideo || tile.videoWidth === 0 || tile.audioTrackIds.length === 0);
+    if (dark.length) throw new Error(`${label}: tiles without playing video or audio: ${JSON.stringify(dark)}`);
+    return tiles;
+  }, { timeout, interval: 200, message: `${label} to show tiles ${JSON.stringify(want)} with video and audio` });
+}
+
+step('four participants see and hear each other', async () => {
+  const names = ['p1', 'p2', 'p3', 'p4'];
+  pages.push(...await Promise.all(names.map((name) => openRoomPage(browser, server.url, room, name))));
+  allPages.push(...pages);
+
+  await waitFor(async () => {
+    const infos = await Promise.all(pages.map(sessionInfo));
+    const notConnected = infos.filter((info) => info?.state !== 'connected');
+    if (notConnected.length) throw new Error(`states: ${JSON.stringify(infos.map((i) => [i?.state, i?.connectionState, i?.stateReason]))}`);
+    return true;
+  }, { timeout: 20_000, interval: 100, message: 'all four pages to be connected' });
+
+  const ids = await idsByName(pages);
+  assert.equal(new Set(ids.values()).size, 4, `distinct participant ids: ${JSON.stringify([...ids])}`);
+  await Promise.all(pages.map(async (page) => {
+    const others = new Map([...ids].filter(([name]) => name !== pageLabel(page)));
+    const stats = await expectMediaFrom(page, others, { timeout: 30_000 });
+    const videos = stats.filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
+    const audios = stats.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+    assert.ok(videos.length >= 3, `${pageLabel(page)}: ${videos.length} decoding videos`);
+    assert.ok(audios.length >= 3, `${pageLabel(page)}: ${audios.length} audio streams`);
+    await expectTiles(page, others, { timeout: 5_000 });
+    const header = await page.textContent('#participant-count');
+    assert.equal(header, '4 participants', `${pageLabel(page)}: header count`);
+  }));
+});
+
+step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`, async () => {
+  const leaving = pages.find((page) => pageLabel(page) === 'p4');
+  const staying = pages.filter((page) => page !== leaving);
+  const leavingId = (await sessionInfo(leaving)).participantId;
+
+  // The mids each remaining page receives the leaving participant's tracks on.
+  const midsByPage = await Promise.all(staying.map(async (page) => {
+    const trx = await transceivers(page);
+    const mids = trx.filter((t) => t.mappedTo?.participant_id === leavingId).map((t) => t.mid);
+    assert.equal(mids.length, 2, `${pageLabel(page)}: expected an audio and a video mid for p4, got ${JSON.stringify(trx)}`);
+    return mids;
+  }));
+  await Promise.all(staying.map((page, i) => watchDeparture(page, leavingId, midsByPage[i])));
+
+  const closedAt = Date.now();
+  await leaving.close();
+  const closeReturnedAt = Date.now();
+
+  const records = await Promise.all(staying.map((page) => waitFor(async () => {
+    const record = await departureRecord(page);
+    if (record?.tileGoneAt == null || record?.tracksDeadAt == null) {
+      throw new Error(`${pageLabel(page)}: ${JSON.stringify(record)}; transceivers: ${JSON.stringify(await transceivers(page))}`);
+    }
+    return record;
+  }, { timeout: DEPARTURE_BOUND_MS + 8_000, interval: 100, message: `${pageLabel(page)} to drop p4's tile and tracks` })));
+
+  const measured = staying.map((page, i) => ({
+    page: pageLabel(page),
+    tileGoneMs: records[i].tileGoneAt - closedAt,
+    tracksDeadMs: records[i].tracksDeadAt - closedAt,
+  }));
+  console.log(`# departure (ms after page.close(); page.close() itself took ${closeReturnedAt - closedAt} ms): ${JSON.stringify(measured)}`);
+  for (const m of measured) {
+    assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+    assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+  }
+  for (const page of staying) {
+    assert.equal(await page.textContent('#participant-count'), '3 participants', `${pageLabel(page)}: header count`);
+  }
+  pages.splice(pages.indexOf(leaving), 1);
+});
+
+step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_BOUND_MS} ms of connecting`, async () => {
+  const existing = [...pages];
+  const late = await openRoomPage(browser, server.url, room, 'p5', {
+    initScripts: [[mediaTimelineInitScript, { intervalMs: 20, expectVideos: existing.length }]],
+  });
+  pages.push(late);
+  allPages.push(late);
+
+  const existingIds = await idsByName(existing);
+  const timeline = await waitFor(async () => {
+    const now = await mediaTimeline(late);
+    const decoded = (now?.firstFrames ?? []).filter((f) => [...existingIds.values()].includes(f.participantId));
+    if (now?.connectedAt == null || decoded.length < existing.length) {
+      throw new Error(`p5 timeline: ${JSON.stringify(now)}`);
+    }
+    return now;
+  }, { timeout: 15_000, interval: 25, message: `p5 to connect and decode a frame of each of ${JSON.stringify([...existingIds])}` });
+
+  const firstFrames = [...existingIds].map(([name, id]) => {
+    const frame = timeline.firstFrames.find((f) => f.participantId === id);
+    return {
+      from: name,
+      ms: Math.round(frame.t - timeline.connectedAt),
+      resolutionMs: Math.round(frame.t - frame.previousSampleAt),
+      frameWidth: frame.frameWidth,
+    };
+  });
+  console.log(`# late joiner: peer connection created->connected ${Math.round(timeline.connectedAt - timeline.createdAt)} ms; ` +
+    `first decoded frame after connected: ${JSON.stringify(firstFrames)} (${timeline.samples} in-page stats samples)`);
+  for (const frame of firstFrames) {
+    assert.ok(frame.ms <= LATE_JOIN_FIRST_FRAME_BOUND_MS,
+      `p5 decoded ${frame.from}'s first frame ${frame.ms} ms after connecting (bound ${LATE_JOIN_FIRST_FRAME_BOUND_MS})`);
+  }
+
+  // And the rest of the room now includes p5, both ways.
+  const ids = await idsByName(pages);
+  await Promise.all(pages.map(async (page) => {
+    const others = new Map([...ids].filter(([name]) => name !== pageLabel(page)));
+    await expectMediaFrom(page, others, { timeout: 15_000 });
+    await expectTiles(page, others, { timeout: 5_000 });
+  }));
+});
+
+step('no page logged an error', async () => {
+  for (const page of allPages) {
+    assert.deepEqual(pageErrors(page), [], `${pageLabel(page)} logged errors`);
+  }
+});
