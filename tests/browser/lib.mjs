@@ -305,7 +305,7 @@ export function transceivers(page) {
  * Read the result with `mediaTimeline(page)`.
  */
 export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_000, expectVideos = Infinity } = {}) {
-  const timeline = { createdAt: null, connectedAt: null, states: [], firstFrames: {}, samples: 0 };
+  const timeline = { createdAt: null, connectedAt: null, states: [], firstFrames: {}, samples: 0, sampleLog: [] };
   window.__roomcastTimeline = timeline;
   const Native = window.RTCPeerConnection;
   class TimedPeerConnection extends Native {
@@ -322,9 +322,12 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
       let previousSampleAt = createdAt;
       const sample = async () => {
         if (pc.connectionState === 'closed') return;
+        const started = performance.now();
         try {
           const report = await pc.getStats();
           const t = performance.now();
+          // [when the sample started, how long getStats took], relative to the pc's creation
+          if (timeline.sampleLog.length < 200) timeline.sampleLog.push([Math.round(started - createdAt), Math.round(t - started)]);
           report.forEach((stats) => {
             if (stats.type !== 'inbound-rtp' || stats.kind !== 'video' || !(stats.framesDecoded > 0)) return;
             const key = stats.mid ?? stats.trackIdentifier;

@@ -1,0 +1,122 @@
+//! Helpers for end-to-end tests: a real `roomcast serve` process on loopback, and polling
+//! with deadlines (never sleeps standing in for readiness).
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server process; killed when dropped. Its log is kept for failure messages.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["serve", "--http", "127.0.0.1:0", "--rtc-port", "0"])
+            .args(extra_args)
+            .env("RUST_LOG", "info,roomcast_sfu=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the roomcast binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("HTTP listening on ") {
+                    let url = line[at + "HTTP listening on ".len()..].trim().to_string();
+                    let _ = url_tx.send(url);
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let url = url_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not log its HTTP address within 20 s; log:\n{}", log.lock().unwrap().join("\n")));
+        Server { child, url, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn host_port(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// The UDP media address of the first worker, from the startup log.
+    pub fn media_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| {
+                let at = line.find("SFU media on udp ")?;
+                let rest = &line[at + "SFU media on udp ".len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// A plain HTTP/1.0 GET; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.host_port()).expect("server accepts TCP");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.host_port()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of an unlabelled Prometheus sample from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("metric {name} missing from /metrics:\n{body}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it returns `Ok`, or fail with its last complaint after `timeout`.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
