@@ -295,12 +295,16 @@ export function transceivers(page) {
 /**
  * Init script (pass to `openRoomPage`'s `initScripts` as [mediaTimelineInitScript, options]):
  * wraps RTCPeerConnection so that, from the moment the page creates one, the page itself records
- * with performance.now()
- *   - every connectionState change (`states`, `connectedAt` = first 'connected'),
+ * on the performance.now() clock
+ *   - every connectionState change (`states`, `connectedAt` = first 'connected'), when the event
+ *     is dispatched,
  *   - for each inbound video stream, the first getStats sample with framesDecoded > 0
- *     (`firstFrames[key]` = { t, previousSampleAt, mid, trackIdentifier, frameWidth }).
- * Stats are sampled every `intervalMs` in the page (no round trips to the test), so a first-frame
- * time is exact to within one interval: the frame was decoded in (previousSampleAt, t].
+ *     (`firstFrames[key]` = { t, previousSampleAt, resolvedAt, mid, trackIdentifier, frameWidth }),
+ *     where `t` is when Chromium collected that sample (RTCStats.timestamp).
+ * Stats are sampled every `intervalMs` in the page (no round trips to the test), so the first
+ * frame was decoded in (previousSampleAt, t]; `t` is the upper bound the tests assert on. On a
+ * busy page the gap can exceed `intervalMs` (timers and getStats wait for busy threads);
+ * `sampleLog` keeps [start, getStats duration] of each sample to show it.
  * Sampling stops after `maxDurationMs` or once `expectVideos` videos have a first frame.
  * Read the result with `mediaTimeline(page)`.
  */
@@ -325,14 +329,22 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
         const started = performance.now();
         try {
           const report = await pc.getStats();
-          const t = performance.now();
+          const resolvedAt = performance.now();
           // [when the sample started, how long getStats took], relative to the pc's creation
-          if (timeline.sampleLog.length < 200) timeline.sampleLog.push([Math.round(started - createdAt), Math.round(t - started)]);
+          if (timeline.sampleLog.length < 200) timeline.sampleLog.push([Math.round(started - createdAt), Math.round(resolvedAt - started)]);
+          // When Chromium collected the stats (RTCStats.timestamp is epoch ms here): the values
+          // describe that instant, which can be well before the promise resolves on a busy page.
+          let t = resolvedAt;
+          report.forEach((stats) => {
+            const at = stats.timestamp > 1e12 ? stats.timestamp - performance.timeOrigin : stats.timestamp;
+            if (at >= started - 1 && at <= resolvedAt) t = Math.min(t, at);
+          });
           report.forEach((stats) => {
             if (stats.type !== 'inbound-rtp' || stats.kind !== 'video' || !(stats.framesDecoded > 0)) return;
             const key = stats.mid ?? stats.trackIdentifier;
             timeline.firstFrames[key] ??= {
               t,
+              resolvedAt,
               previousSampleAt,
               mid: stats.mid ?? null,
               trackIdentifier: stats.trackIdentifier,
