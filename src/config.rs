@@ -80,19 +80,27 @@ impl ServeConfig {
             .or(file.http)
             .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("the default address parses"));
         let public_ip = args.public_ip.or(file.public_ip);
-        let bind_ip = args.rtc_bind.or(file.rtc_bind).unwrap_or(if public_ip.is_some() {
-            IpAddr::from([0, 0, 0, 0])
-        } else {
-            http.ip()
-        });
+        let bind_ip = args
+            .rtc_bind
+            .or(file.rtc_bind)
+            .unwrap_or(if public_ip.is_some() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                http.ip()
+            });
         let workers = args
             .workers
             .or(file.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         if workers == 0 || workers > 256 {
-            return Err(format!("--workers must be between 1 and 256 (got {workers})"));
+            return Err(format!(
+                "--workers must be between 1 and 256 (got {workers})"
+            ));
         }
-        let max_participants = args.max_participants.or(file.max_participants).unwrap_or(DEFAULT_MAX_PARTICIPANTS);
+        let max_participants = args
+            .max_participants
+            .or(file.max_participants)
+            .unwrap_or(DEFAULT_MAX_PARTICIPANTS);
         if max_participants == 0 {
             return Err("--max-participants must be at least 1".into());
         }
@@ -141,7 +149,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("roomcast-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("roomcast.toml");
-        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nrtc_port = 40000\nworkers = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\nrtc_port = 40000\nworkers = 3\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             rtc_port: Some(0),
             config: Some(path.clone()),

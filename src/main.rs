@@ -17,7 +17,11 @@ use tracing::{error, info, warn};
 use crate::config::{ServeArgs, ServeConfig};
 
 #[derive(Parser)]
-#[command(name = "roomcast", version, about = "Real-time video server: WebRTC rooms through an SFU")]
+#[command(
+    name = "roomcast",
+    version,
+    about = "Real-time video server: WebRTC rooms through an SFU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -115,8 +119,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler only fails outside a tokio runtime");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler only fails outside a tokio runtime");
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

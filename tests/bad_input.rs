@@ -12,7 +12,8 @@ use roomcast_client::{Participant, ParticipantOptions, PublishOptions};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.host_port()))
@@ -26,7 +27,9 @@ async fn next_json(ws: &mut Ws) -> serde_json::Value {
     let frame = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str()).unwrap();
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -42,7 +45,10 @@ async fn expect_error(ws: &mut Ws, text: impl Into<String>, code: &str) {
     let reply = next_json(ws).await;
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["code"], code, "{reply}");
-    assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+    assert!(
+        reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{reply}"
+    );
 }
 
 async fn total_frames(participants: &[Participant]) -> u64 {
@@ -68,10 +74,20 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
         Participant::join(options("alice")).await.unwrap(),
         Participant::join(options("bob")).await.unwrap(),
     ];
-    eventually(Duration::from_secs(15), "the bystanders to exchange video", || {
-        let ok = bystanders.iter().all(|p| p.stats().remote.values().any(|r| r.video_frames > 10));
-        if ok { Ok(()) } else { Err("no video yet".into()) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the bystanders to exchange video",
+        || {
+            let ok = bystanders
+                .iter()
+                .all(|p| p.stats().remote.values().any(|r| r.video_frames > 10));
+            if ok {
+                Ok(())
+            } else {
+                Err("no video yet".into())
+            }
+        },
+    )
     .await;
     let frames_before = total_frames(&bystanders).await;
 
@@ -82,49 +98,103 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
     expect_error(&mut ws, r#"{"type":"join","room":"abuse"}"#, "bad_message").await;
     expect_error(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#, "not_joined").await;
     expect_error(&mut ws, r#"{"type":"answer","sdp":"v=0"}"#, "not_joined").await;
-    expect_error(&mut ws, r#"{"type":"join","room":"no spaces","name":"x"}"#, "invalid_name").await;
-    expect_error(&mut ws, r#"{"type":"join","room":"abuse","name":"   "}"#, "invalid_name").await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"join","room":"no spaces","name":"x"}"#,
+        "invalid_name",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"join","room":"abuse","name":"   "}"#,
+        "invalid_name",
+    )
+    .await;
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["code"], "binary_not_supported", "{reply}");
 
     // The same socket is still usable: join works after all of the above.
-    ws.send(Message::text(r#"{"type":"join","room":"abuse","name":"mallory"}"#)).await.unwrap();
+    ws.send(Message::text(
+        r#"{"type":"join","room":"abuse","name":"mallory"}"#,
+    ))
+    .await
+    .unwrap();
     let joined = loop {
         let message = next_json(&mut ws).await;
         if message["type"] == "joined" {
             break message;
         }
     };
-    assert_eq!(joined["participants"].as_array().unwrap().len(), 2, "{joined}");
-    expect_error(&mut ws, r#"{"type":"join","room":"abuse","name":"again"}"#, "already_joined").await;
-    expect_error(&mut ws, r#"{"type":"offer","sdp":"this is not SDP"}"#, "bad_sdp").await;
-    expect_error(&mut ws, r#"{"type":"answer","sdp":"v=0"}"#, "no_pending_offer").await;
-    expect_error(&mut ws, r#"{"type":"candidate","candidate":"candidate:garbage"}"#, "bad_candidate").await;
+    assert_eq!(
+        joined["participants"].as_array().unwrap().len(),
+        2,
+        "{joined}"
+    );
+    expect_error(
+        &mut ws,
+        r#"{"type":"join","room":"abuse","name":"again"}"#,
+        "already_joined",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"offer","sdp":"this is not SDP"}"#,
+        "bad_sdp",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"answer","sdp":"v=0"}"#,
+        "no_pending_offer",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"candidate","candidate":"candidate:garbage"}"#,
+        "bad_candidate",
+    )
+    .await;
 
     // Oversize: an error naming the limit, then close code 1009.
     let huge = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(70 * 1024));
     ws.send(Message::text(huge)).await.unwrap();
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["code"], "message_too_large", "{reply}");
-    let close = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
     match close {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Size),
         other => panic!("expected a 1009 close, got {other:?}"),
     }
 
     // The bystanders never stopped receiving, and the offender left the room.
-    eventually(Duration::from_secs(5), "the bystanders to keep receiving video", || {
-        let now: u64 = bystanders.iter().flat_map(|p| p.stats().remote.into_values()).map(|r| r.video_frames).sum();
-        if now > frames_before + 60 { Ok(()) } else { Err(format!("{now} frames, had {frames_before}")) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the bystanders to keep receiving video",
+        || {
+            let now: u64 = bystanders
+                .iter()
+                .flat_map(|p| p.stats().remote.into_values())
+                .map(|r| r.video_frames)
+                .sum();
+            if now > frames_before + 60 {
+                Ok(())
+            } else {
+                Err(format!("{now} frames, had {frames_before}"))
+            }
+        },
+    )
     .await;
-    eventually(Duration::from_secs(5), "the offender to be removed from the room", || {
-        match server.metric("roomcast_participants") {
+    eventually(
+        Duration::from_secs(5),
+        "the offender to be removed from the room",
+        || match server.metric("roomcast_participants") {
             2 => Ok(()),
             n => Err(format!("{n} participants")),
-        }
-    })
+        },
+    )
     .await;
     for p in &bystanders {
         assert!(p.stats().ended.is_none(), "{:?}", p.stats().ended);
@@ -146,10 +216,20 @@ async fn garbage_datagrams_are_dropped_and_counted() {
         Participant::join(options("alice")).await.unwrap(),
         Participant::join(options("bob")).await.unwrap(),
     ];
-    eventually(Duration::from_secs(15), "the bystanders to exchange video", || {
-        let ok = bystanders.iter().all(|p| p.stats().remote.values().any(|r| r.video_frames > 10));
-        if ok { Ok(()) } else { Err("no video yet".into()) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the bystanders to exchange video",
+        || {
+            let ok = bystanders
+                .iter()
+                .all(|p| p.stats().remote.values().any(|r| r.video_frames > 10));
+            if ok {
+                Ok(())
+            } else {
+                Err("no video yet".into())
+            }
+        },
+    )
     .await;
     let frames_before = total_frames(&bystanders).await;
     let media = server.media_addrs()[0];
@@ -158,7 +238,9 @@ async fn garbage_datagrams_are_dropped_and_counted() {
     let mut garbage = Vec::new();
     // Random bytes, an RTP-looking header from nobody, a STUN-looking header, a DTLS record.
     for i in 0..200u32 {
-        let mut datagram: Vec<u8> = (0..(20 + i % 300)).map(|j| (i.wrapping_mul(2654435761).wrapping_add(j) >> 7) as u8).collect();
+        let mut datagram: Vec<u8> = (0..(20 + i % 300))
+            .map(|j| (i.wrapping_mul(2654435761).wrapping_add(j) >> 7) as u8)
+            .collect();
         match i % 4 {
             0 => datagram[0] = 0x80,
             1 => datagram[..2].copy_from_slice(&[0x00, 0x01]),
@@ -170,15 +252,35 @@ async fn garbage_datagrams_are_dropped_and_counted() {
     for datagram in &garbage {
         socket.send_to(datagram, media).await.unwrap();
     }
-    eventually(Duration::from_secs(5), "the garbage to be counted as dropped", || {
-        let dropped = server.metric("roomcast_udp_datagrams_dropped_total") - dropped_before;
-        if dropped >= garbage.len() as u64 { Ok(()) } else { Err(format!("{dropped} dropped")) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the garbage to be counted as dropped",
+        || {
+            let dropped = server.metric("roomcast_udp_datagrams_dropped_total") - dropped_before;
+            if dropped >= garbage.len() as u64 {
+                Ok(())
+            } else {
+                Err(format!("{dropped} dropped"))
+            }
+        },
+    )
     .await;
-    eventually(Duration::from_secs(5), "the bystanders to keep receiving video", || {
-        let now: u64 = bystanders.iter().flat_map(|p| p.stats().remote.into_values()).map(|r| r.video_frames).sum();
-        if now > frames_before + 60 { Ok(()) } else { Err(format!("{now} frames, had {frames_before}")) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the bystanders to keep receiving video",
+        || {
+            let now: u64 = bystanders
+                .iter()
+                .flat_map(|p| p.stats().remote.into_values())
+                .map(|r| r.video_frames)
+                .sum();
+            if now > frames_before + 60 {
+                Ok(())
+            } else {
+                Err(format!("{now} frames, had {frames_before}"))
+            }
+        },
+    )
     .await;
     for p in &bystanders {
         assert!(p.stats().ended.is_none(), "{:?}", p.stats().ended);

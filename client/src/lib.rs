@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use roomcast_signaling::protocol::{ClientMessage, ServerMessage};
 use roomcast_sfu::{MediaKind, ParticipantId};
+use roomcast_signaling::protocol::{ClientMessage, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Mid};
@@ -78,7 +78,9 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Connect(why) => write!(f, "cannot reach the server: {why}"),
             ClientError::Protocol(why) => write!(f, "signaling failed: {why}"),
-            ClientError::Refused { code, message } => write!(f, "server refused ({code}): {message}"),
+            ClientError::Refused { code, message } => {
+                write!(f, "server refused ({code}): {message}")
+            }
             ClientError::Media(why) => write!(f, "media failed: {why}"),
         }
     }
@@ -134,11 +136,14 @@ impl Participant {
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
-        send(&mut ws, &ClientMessage::Join {
-            room: options.room.clone(),
-            name: options.name.clone(),
-            token: None,
-        })
+        send(
+            &mut ws,
+            &ClientMessage::Join {
+                room: options.room.clone(),
+                name: options.name.clone(),
+                token: None,
+            },
+        )
         .await?;
         let (id, participants) = loop {
             match next_message(&mut ws).await? {
@@ -149,11 +154,17 @@ impl Participant {
                 } => break (participant_id, participants),
                 ServerMessage::Error(error) => {
                     return Err(ClientError::Refused {
-                        code: serde_json::to_value(error.code).map(|v| v.to_string()).unwrap_or_default(),
+                        code: serde_json::to_value(error.code)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
                         message: error.message,
                     });
                 }
-                other => return Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected joined, got {other:?}"
+                    )));
+                }
             }
         };
         let socket = UdpSocket::bind(SocketAddr::new(options.bind_ip, 0))
@@ -173,7 +184,12 @@ impl Participant {
             let result = session.run(ws, stop_rx).await;
             let _ = result;
         });
-        Ok(Participant { id, stats, stop, task })
+        Ok(Participant {
+            id,
+            stats,
+            stop,
+            task,
+        })
     }
 
     pub fn id(&self) -> ParticipantId {
@@ -182,7 +198,10 @@ impl Participant {
 
     /// A snapshot of what this participant has seen.
     pub fn stats(&self) -> Stats {
-        self.stats.lock().expect("stats lock is never poisoned: no panics while held").clone()
+        self.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .clone()
     }
 
     /// Send `leave` and wait for the task to end.
@@ -197,14 +216,23 @@ impl Participant {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn ws_url(server: &str) -> Result<String, ClientError> {
     let rest = server
         .strip_prefix("http://")
         .map(|r| format!("ws://{r}"))
-        .or_else(|| server.strip_prefix("https://").map(|r| format!("wss://{r}")))
-        .ok_or_else(|| ClientError::Connect(format!("server URL must start with http:// or https://: {server}")))?;
+        .or_else(|| {
+            server
+                .strip_prefix("https://")
+                .map(|r| format!("wss://{r}"))
+        })
+        .ok_or_else(|| {
+            ClientError::Connect(format!(
+                "server URL must start with http:// or https://: {server}"
+            ))
+        })?;
     Ok(format!("{}/ws", rest.trim_end_matches('/')))
 }
 
@@ -219,11 +247,14 @@ async fn next_message(ws: &mut Ws) -> Result<ServerMessage, ClientError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str())
-                    .map_err(|e| ClientError::Protocol(format!("unparseable server message {text}: {e}")));
+                return serde_json::from_str(text.as_str()).map_err(|e| {
+                    ClientError::Protocol(format!("unparseable server message {text}: {e}"))
+                });
             }
             Some(Ok(Message::Close(frame))) => {
-                return Err(ClientError::Protocol(format!("server closed the WebSocket: {frame:?}")));
+                return Err(ClientError::Protocol(format!(
+                    "server closed the WebSocket: {frame:?}"
+                )));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(ClientError::Protocol(format!("WebSocket: {e}"))),
@@ -251,12 +282,19 @@ struct Session {
 }
 
 impl Session {
-    fn new(options: ParticipantOptions, socket: UdpSocket, stats: Arc<Mutex<Stats>>) -> Result<Self, ClientError> {
+    fn new(
+        options: ParticipantOptions,
+        socket: UdpSocket,
+        stats: Arc<Mutex<Stats>>,
+    ) -> Result<Self, ClientError> {
         let local_addr = socket
             .local_addr()
             .map_err(|e| ClientError::Media(e.to_string()))?;
-        let mut rtc = Rtc::builder().set_stats_interval(None).build(Instant::now());
-        let candidate = Candidate::host(local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(None)
+            .build(Instant::now());
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         Ok(Session {
             options,
@@ -277,7 +315,9 @@ impl Session {
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
-        self.stats.lock().expect("stats lock is never poisoned: no panics while held")
+        self.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
     }
 
     async fn run(mut self, mut ws: Ws, mut stop: watch::Receiver<bool>) -> Result<(), ClientError> {
@@ -290,13 +330,29 @@ impl Session {
         result
     }
 
-    async fn run_inner(&mut self, ws: &mut Ws, stop: &mut watch::Receiver<bool>) -> Result<(), ClientError> {
+    async fn run_inner(
+        &mut self,
+        ws: &mut Ws,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ClientError> {
         // The first offer: our tracks (or a data channel, so the offer is not empty).
         let mut change = self.rtc.sdp_api();
         if self.options.publish.is_some() {
             let stream = Some(self.options.name.clone());
-            self.video_mid = Some(change.add_media(str0m::media::MediaKind::Video, Direction::SendOnly, stream.clone(), None, None));
-            self.audio_mid = Some(change.add_media(str0m::media::MediaKind::Audio, Direction::SendOnly, stream, None, None));
+            self.video_mid = Some(change.add_media(
+                str0m::media::MediaKind::Video,
+                Direction::SendOnly,
+                stream.clone(),
+                None,
+                None,
+            ));
+            self.audio_mid = Some(change.add_media(
+                str0m::media::MediaKind::Audio,
+                Direction::SendOnly,
+                stream,
+                None,
+                None,
+            ));
         } else {
             change.add_channel("roomcast".into());
         }
@@ -304,18 +360,28 @@ impl Session {
             .apply()
             .ok_or_else(|| ClientError::Media("nothing to offer".into()))?;
         self.pending = Some(pending);
-        send(ws, &ClientMessage::Offer { sdp: offer.to_sdp_string() }).await?;
-        let candidate = Candidate::host(self.local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
-        send(ws, &ClientMessage::Candidate {
-            candidate: candidate.to_sdp_string(),
-            sdp_mid: None,
-        })
+        send(
+            ws,
+            &ClientMessage::Offer {
+                sdp: offer.to_sdp_string(),
+            },
+        )
+        .await?;
+        let candidate = Candidate::host(self.local_addr, "udp")
+            .map_err(|e| ClientError::Media(e.to_string()))?;
+        send(
+            ws,
+            &ClientMessage::Candidate {
+                candidate: candidate.to_sdp_string(),
+                sdp_mid: None,
+            },
+        )
         .await?;
 
         let publish = self.options.publish.clone();
-        let frame_interval = publish
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |p| Duration::from_secs(1) / p.fps.max(1));
+        let frame_interval = publish.as_ref().map_or(Duration::from_secs(3600), |p| {
+            Duration::from_secs(1) / p.fps.max(1)
+        });
         let mut video_tick = tokio::time::interval(frame_interval);
         let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
         video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -358,10 +424,15 @@ impl Session {
         }
     }
 
-    async fn handle_server_message(&mut self, ws: &mut Ws, message: ServerMessage) -> Result<(), ClientError> {
+    async fn handle_server_message(
+        &mut self,
+        ws: &mut Ws,
+        message: ServerMessage,
+    ) -> Result<(), ClientError> {
         match message {
             ServerMessage::Answer { sdp } => {
-                let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let answer = SdpAnswer::from_sdp_string(&sdp)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let pending = self
                     .pending
                     .take()
@@ -376,17 +447,26 @@ impl Session {
                     .iter()
                     .map(|t| (Mid::from(t.mid.as_str()), (t.participant_id, t.kind)))
                     .collect();
-                let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let offer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let answer = self
                     .rtc
                     .sdp_api()
                     .accept_offer(offer)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 self.stats().active_mids = tracks.len();
-                send(ws, &ClientMessage::Answer { sdp: answer.to_sdp_string() }).await?;
+                send(
+                    ws,
+                    &ClientMessage::Answer {
+                        sdp: answer.to_sdp_string(),
+                    },
+                )
+                .await?;
             }
             ServerMessage::ParticipantJoined { participant } => {
-                self.stats().present.insert(participant.id, participant.name);
+                self.stats()
+                    .present
+                    .insert(participant.id, participant.name);
             }
             ServerMessage::ParticipantLeft { participant_id, .. } => {
                 let mut stats = self.stats();
@@ -394,7 +474,9 @@ impl Session {
                 stats.left.insert(participant_id, Instant::now());
             }
             ServerMessage::Left { reason } => {
-                return Err(ClientError::Protocol(format!("removed by the server: {reason:?}")));
+                return Err(ClientError::Protocol(format!(
+                    "removed by the server: {reason:?}"
+                )));
             }
             ServerMessage::Error(error) => {
                 return Err(ClientError::Refused {
@@ -410,11 +492,17 @@ impl Session {
     /// Drain str0m until it asks for time; returns that deadline.
     async fn drain(&mut self, _ws: &mut Ws) -> Result<Instant, ClientError> {
         loop {
-            match self.rtc.poll_output().map_err(|e| ClientError::Media(e.to_string()))? {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| ClientError::Media(e.to_string()))?
+            {
                 Output::Timeout(at) => return Ok(at),
                 Output::Transmit(transmit) => {
                     // Loopback UDP never blocks for long; a dropped datagram is recovered by RTP.
-                    let _ = self.socket.try_send_to(&transmit.contents, transmit.destination);
+                    let _ = self
+                        .socket
+                        .try_send_to(&transmit.contents, transmit.destination);
                 }
                 Output::Event(event) => self.handle_event(event)?,
             }
@@ -463,7 +551,9 @@ impl Session {
     }
 
     fn write_video_frame(&mut self, publish: &PublishOptions) -> Result<(), ClientError> {
-        let Some(mid) = self.video_mid else { return Ok(()) };
+        let Some(mid) = self.video_mid else {
+            return Ok(());
+        };
         let now = Instant::now();
         let periodic = publish
             .keyframe_interval
@@ -471,7 +561,9 @@ impl Session {
         let keyframe = self.keyframe_wanted || periodic;
         let frame_bytes = (publish.video_bitrate_bps / 8 / publish.fps.max(1)) as usize;
         let frame = synthetic_vp8_frame(keyframe, frame_bytes.max(32), unix_micros());
-        let Some(writer) = self.rtc.writer(mid) else { return Ok(()) };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(());
+        };
         let Some(pt) = writer
             .payload_params()
             .find(|p| p.spec().codec == Codec::Vp8)
@@ -480,7 +572,8 @@ impl Session {
             return Err(ClientError::Media("server did not accept VP8".into()));
         };
         self.video_time += 90_000 / u64::from(publish.fps.max(1));
-        let time = str0m::media::MediaTime::new(self.video_time, str0m::media::Frequency::NINETY_KHZ);
+        let time =
+            str0m::media::MediaTime::new(self.video_time, str0m::media::Frequency::NINETY_KHZ);
         writer
             .write(pt, now, time, frame)
             .map_err(|e| ClientError::Media(e.to_string()))?;
@@ -497,8 +590,12 @@ impl Session {
     }
 
     fn write_audio_frame(&mut self) -> Result<(), ClientError> {
-        let Some(mid) = self.audio_mid else { return Ok(()) };
-        let Some(writer) = self.rtc.writer(mid) else { return Ok(()) };
+        let Some(mid) = self.audio_mid else {
+            return Ok(());
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(());
+        };
         let Some(pt) = writer
             .payload_params()
             .find(|p| p.spec().codec == Codec::Opus)
@@ -507,7 +604,8 @@ impl Session {
             return Err(ClientError::Media("server did not accept Opus".into()));
         };
         self.audio_time += 960;
-        let time = str0m::media::MediaTime::new(self.audio_time, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+        let time =
+            str0m::media::MediaTime::new(self.audio_time, str0m::media::Frequency::FORTY_EIGHT_KHZ);
         let mut packet = vec![0u8; 80];
         packet[0] = 0xfc; // TOC: CELT fullband 20 ms, mono, one frame
         writer

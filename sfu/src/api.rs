@@ -166,7 +166,9 @@ pub enum SessionEvent {
     },
     /// The SFU removed this participant (its media failed, it was too slow, shutdown).
     /// No further events follow.
-    Removed { reason: LeaveReason },
+    Removed {
+        reason: LeaveReason,
+    },
 }
 
 /// Why a command failed. `code()` is stable; the display text is for people.
@@ -215,7 +217,9 @@ impl fmt::Display for SfuError {
                 write!(f, "room {room:?} is full ({limit} participants)")
             }
             SfuError::BadSdp(why) => write!(f, "SDP rejected: {why}"),
-            SfuError::NoPendingOffer => write!(f, "answer received but no server offer is outstanding"),
+            SfuError::NoPendingOffer => {
+                write!(f, "answer received but no server offer is outstanding")
+            }
             SfuError::OfferCollision => write!(
                 f,
                 "offer ignored: the server's own offer is outstanding; answer it, then offer again"

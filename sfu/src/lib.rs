@@ -98,7 +98,10 @@ impl Sfu {
     /// Bind every worker's socket and start the workers.
     pub fn start(config: &SfuConfig) -> io::Result<Sfu> {
         if config.workers == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "at least one SFU worker is needed"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "at least one SFU worker is needed",
+            ));
         }
         let announce_ip = config.announce_ip.unwrap_or(config.bind_ip);
         if announce_ip.is_unspecified() {
@@ -119,12 +122,18 @@ impl Sfu {
                 0
             } else {
                 config.rtc_port.checked_add(index as u16).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "--rtc-port + workers exceeds 65535")
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "--rtc-port + workers exceeds 65535",
+                    )
                 })?
             };
             let bind = SocketAddr::new(config.bind_ip, port);
             let socket = UdpSocket::bind(bind).map_err(|error| {
-                io::Error::new(error.kind(), format!("cannot bind the SFU's UDP port {bind}: {error}"))
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot bind the SFU's UDP port {bind}: {error}"),
+                )
             })?;
             let local_addr = socket.local_addr()?;
             let router_config = RouterConfig {
@@ -136,7 +145,9 @@ impl Sfu {
             let dtls_cert = provider
                 .dtls_provider
                 .generate_certificate()
-                .ok_or_else(|| io::Error::other("the crypto provider could not generate a DTLS certificate"))?;
+                .ok_or_else(|| {
+                    io::Error::other("the crypto provider could not generate a DTLS certificate")
+                })?;
             let worker = worker::spawn(index, socket, router_config, dtls_cert)?;
             workers.push(WorkerHandle {
                 index,
@@ -177,7 +188,11 @@ impl Sfu {
     pub fn participants(&self) -> u64 {
         self.workers
             .iter()
-            .map(|w| w.metrics.participants.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|w| {
+                w.metrics
+                    .participants
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .sum()
     }
 

@@ -39,17 +39,72 @@ struct Family {
 }
 
 const FAMILIES: &[Family] = &[
-    Family { name: "roomcast_rooms", kind: "gauge", help: "Rooms with at least one participant.", read: |m| &m.rooms },
-    Family { name: "roomcast_participants", kind: "gauge", help: "Participants in rooms.", read: |m| &m.participants },
-    Family { name: "roomcast_tracks", kind: "gauge", help: "Published tracks (producers).", read: |m| &m.producers },
-    Family { name: "roomcast_consumers", kind: "gauge", help: "Forwarded track copies (one per subscriber and track).", read: |m| &m.consumers },
-    Family { name: "roomcast_rtp_packets_received_total", kind: "counter", help: "RTP packets received from publishers.", read: |m| &m.packets_received },
-    Family { name: "roomcast_rtp_bytes_received_total", kind: "counter", help: "RTP payload bytes received from publishers.", read: |m| &m.bytes_received },
-    Family { name: "roomcast_rtp_packets_forwarded_total", kind: "counter", help: "RTP packets forwarded to subscribers.", read: |m| &m.packets_forwarded },
-    Family { name: "roomcast_rtp_bytes_forwarded_total", kind: "counter", help: "RTP payload bytes forwarded to subscribers.", read: |m| &m.bytes_forwarded },
-    Family { name: "roomcast_udp_datagrams_dropped_total", kind: "counter", help: "UDP datagrams dropped on the media port: not STUN/DTLS/RTP, or from no known peer.", read: |m| &m.datagrams_dropped },
-    Family { name: "roomcast_keyframe_requests_total", kind: "counter", help: "Keyframe requests (PLI) sent to publishers.", read: |m| &m.keyframe_requests },
-    Family { name: "roomcast_rtp_packets_dropped_no_codec_total", kind: "counter", help: "RTP packets not forwarded because the subscriber did not negotiate the publisher's codec.", read: |m| &m.packets_dropped_no_codec },
+    Family {
+        name: "roomcast_rooms",
+        kind: "gauge",
+        help: "Rooms with at least one participant.",
+        read: |m| &m.rooms,
+    },
+    Family {
+        name: "roomcast_participants",
+        kind: "gauge",
+        help: "Participants in rooms.",
+        read: |m| &m.participants,
+    },
+    Family {
+        name: "roomcast_tracks",
+        kind: "gauge",
+        help: "Published tracks (producers).",
+        read: |m| &m.producers,
+    },
+    Family {
+        name: "roomcast_consumers",
+        kind: "gauge",
+        help: "Forwarded track copies (one per subscriber and track).",
+        read: |m| &m.consumers,
+    },
+    Family {
+        name: "roomcast_rtp_packets_received_total",
+        kind: "counter",
+        help: "RTP packets received from publishers.",
+        read: |m| &m.packets_received,
+    },
+    Family {
+        name: "roomcast_rtp_bytes_received_total",
+        kind: "counter",
+        help: "RTP payload bytes received from publishers.",
+        read: |m| &m.bytes_received,
+    },
+    Family {
+        name: "roomcast_rtp_packets_forwarded_total",
+        kind: "counter",
+        help: "RTP packets forwarded to subscribers.",
+        read: |m| &m.packets_forwarded,
+    },
+    Family {
+        name: "roomcast_rtp_bytes_forwarded_total",
+        kind: "counter",
+        help: "RTP payload bytes forwarded to subscribers.",
+        read: |m| &m.bytes_forwarded,
+    },
+    Family {
+        name: "roomcast_udp_datagrams_dropped_total",
+        kind: "counter",
+        help: "UDP datagrams dropped on the media port: not STUN/DTLS/RTP, or from no known peer.",
+        read: |m| &m.datagrams_dropped,
+    },
+    Family {
+        name: "roomcast_keyframe_requests_total",
+        kind: "counter",
+        help: "Keyframe requests (PLI) sent to publishers.",
+        read: |m| &m.keyframe_requests,
+    },
+    Family {
+        name: "roomcast_rtp_packets_dropped_no_codec_total",
+        kind: "counter",
+        help: "RTP packets not forwarded because the subscriber did not negotiate the publisher's codec.",
+        read: |m| &m.packets_dropped_no_codec,
+    },
 ];
 
 /// Prometheus text exposition (format 0.0.4) of the sum over `workers`.

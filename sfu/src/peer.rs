@@ -12,11 +12,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
-use str0m::Rtc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -110,7 +110,8 @@ impl Peer {
         room: String,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
-        let span = tracing::info_span!("participant", room = %room, participant = %id, name = %name);
+        let span =
+            tracing::info_span!("participant", room = %room, participant = %id, name = %name);
         Peer {
             id,
             name,
@@ -137,7 +138,9 @@ impl Peer {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.span.in_scope(|| {
-                    tracing::warn!("signaling session is not reading its events; removing participant")
+                    tracing::warn!(
+                        "signaling session is not reading its events; removing participant"
+                    )
                 });
                 self.removal = Some(LeaveReason::SlowClient);
             }
@@ -216,7 +219,11 @@ impl Consumer {
 
     /// This subscriber's payload type for the publisher's `params`.
     pub fn map_payload_type(&mut self, rtc: &Rtc, params: &PayloadParams) -> Option<Pt> {
-        if let Some((_, local)) = self.pt_map.iter().find(|(remote, _)| *remote == params.pt()) {
+        if let Some((_, local)) = self
+            .pt_map
+            .iter()
+            .find(|(remote, _)| *remote == params.pt())
+        {
             return Some(*local);
         }
         let local = rtc.codec_config().match_params(*params)?.pt();

@@ -169,8 +169,9 @@ impl Router {
             return;
         };
         if let Err(error) = rtc.handle_input(input) {
-            peer.span
-                .in_scope(|| warn!(%error, "media connection failed on input; removing participant"));
+            peer.span.in_scope(
+                || warn!(%error, "media connection failed on input; removing participant"),
+            );
             peer.mark_for_removal(LeaveReason::MediaTimeout);
         }
         drain(index, peer, &mut self.queues, &mut self.timers, out);
@@ -195,7 +196,8 @@ impl Router {
                 continue;
             };
             if let Err(error) = rtc.handle_input(Input::Timeout(now)) {
-                peer.span.in_scope(|| warn!(%error, "media connection failed; removing participant"));
+                peer.span
+                    .in_scope(|| warn!(%error, "media connection failed; removing participant"));
                 peer.mark_for_removal(LeaveReason::MediaTimeout);
             }
             drain(index, peer, &mut self.queues, &mut self.timers, out);
@@ -344,7 +346,9 @@ impl Router {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let first_offer = self.peers[index].as_ref().is_some_and(|p| p.rtc.is_none());
         let new_rtc = first_offer.then(|| self.new_rtc(now));
-        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        let peer = self.peers[index]
+            .as_mut()
+            .expect("peer_index checked the slot");
         if peer.pending_offer.is_some() {
             return Err(SfuError::OfferCollision);
         }
@@ -391,11 +395,16 @@ impl Router {
         out: &mut impl Transmit,
     ) -> Result<(), SfuError> {
         let index = self.peer_index(participant)?;
-        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        let peer = self.peers[index]
+            .as_mut()
+            .expect("peer_index checked the slot");
         let Some(pending) = peer.pending_offer.take() else {
             return Err(SfuError::NoPendingOffer);
         };
-        let rtc = peer.rtc.as_mut().expect("an offer was made, so the Rtc exists");
+        let rtc = peer
+            .rtc
+            .as_mut()
+            .expect("an offer was made, so the Rtc exists");
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()));
         let accepted = answer.and_then(|answer| {
             rtc.sdp_api()
@@ -423,7 +432,10 @@ impl Router {
             };
             match consumer.state {
                 ConsumerState::Offered(mid) => {
-                    let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| s.ssrc());
+                    let ssrc = rtc
+                        .direct_api()
+                        .stream_tx_by_mid(mid, None)
+                        .map(|s| s.ssrc());
                     match ssrc {
                         Some(ssrc) => {
                             consumer.state = ConsumerState::Active { mid, ssrc };
@@ -470,7 +482,9 @@ impl Router {
         }
         let candidate =
             Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
-        let peer = self.peers[index].as_mut().expect("peer_index checked the slot");
+        let peer = self.peers[index]
+            .as_mut()
+            .expect("peer_index checked the slot");
         let Some(rtc) = peer.rtc.as_mut() else {
             return Err(SfuError::BadCandidate(
                 "candidate received before the client's offer".into(),
@@ -511,7 +525,13 @@ impl Router {
     }
 
     /// The per-packet fan-out. See the module docs for the path and its invariants.
-    fn forward(&mut self, now: Instant, source: PeerIndex, packet: RtpPacket, out: &mut impl Transmit) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        source: PeerIndex,
+        packet: RtpPacket,
+        out: &mut impl Transmit,
+    ) {
         let Some(publisher) = self.peers[source].as_mut() else {
             return;
         };
@@ -521,7 +541,8 @@ impl Router {
         let Some(producer_index) = publisher.producer_for_ssrc(packet.header.ssrc) else {
             return;
         };
-        let Some(params) = publisher.producer_codec(producer_index, packet.header.payload_type) else {
+        let Some(params) = publisher.producer_codec(producer_index, packet.header.payload_type)
+        else {
             return;
         };
         let producer = &publisher.producers[producer_index];
@@ -591,13 +612,25 @@ impl Router {
                 continue;
             };
             stream.write_rtp(
-                RtpWrite::new(pt, seq.into(), timestamp, packet.timestamp, packet.payload.clone())
-                    .marker(packet.header.marker)
-                    .ext_vals(ext_vals.clone())
-                    .nackable(kind == MediaKind::Video),
+                RtpWrite::new(
+                    pt,
+                    seq.into(),
+                    timestamp,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(kind == MediaKind::Video),
             );
             forwarded += 1;
-            drain(consumer_ref.peer, subscriber, &mut self.queues, &mut self.timers, out);
+            drain(
+                consumer_ref.peer,
+                subscriber,
+                &mut self.queues,
+                &mut self.timers,
+                out,
+            );
         }
         WorkerMetrics::add(&self.metrics.packets_forwarded, forwarded);
         WorkerMetrics::add(&self.metrics.bytes_forwarded, forwarded * payload_len);
@@ -607,7 +640,13 @@ impl Router {
     }
 
     /// A subscriber asked for a keyframe on one of its consumers: pass it to the publisher.
-    fn relay_keyframe_request(&mut self, now: Instant, subscriber: PeerIndex, mid: Mid, out: &mut impl Transmit) {
+    fn relay_keyframe_request(
+        &mut self,
+        now: Instant,
+        subscriber: PeerIndex,
+        mid: Mid,
+        out: &mut impl Transmit,
+    ) {
         let Some(peer) = self.peers[subscriber].as_ref() else {
             return;
         };
@@ -621,7 +660,13 @@ impl Router {
         self.request_keyframe(now, source, track, out);
     }
 
-    fn request_keyframe(&mut self, now: Instant, source: PeerIndex, track: TrackId, out: &mut impl Transmit) {
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        source: PeerIndex,
+        track: TrackId,
+        out: &mut impl Transmit,
+    ) {
         let Some(publisher) = self.peers[source].as_mut() else {
             return;
         };
@@ -664,7 +709,8 @@ impl Router {
             consumers: Vec::new(),
             keyframe_throttle: KeyframeRequestThrottle::default(),
         });
-        peer.span.in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
+        peer.span
+            .in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
         let publisher = peer.id;
         let room = peer.room.clone();
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
@@ -684,7 +730,13 @@ impl Router {
         self.update_gauges();
     }
 
-    fn add_consumer(&mut self, subscriber: PeerIndex, source: PeerIndex, track: TrackId, kind: MediaKind) {
+    fn add_consumer(
+        &mut self,
+        subscriber: PeerIndex,
+        source: PeerIndex,
+        track: TrackId,
+        kind: MediaKind,
+    ) {
         let Some(source_participant) = self.peers[source].as_ref().map(|p| p.id) else {
             return;
         };
@@ -706,14 +758,22 @@ impl Router {
 
     /// Drop a consumer slot and its entry in the producer's list.
     fn free_consumer(&mut self, subscriber: PeerIndex, slot: usize) {
-        let Some(consumer) = self.peers[subscriber].as_mut().and_then(|p| p.consumers[slot].take()) else {
+        let Some(consumer) = self.peers[subscriber]
+            .as_mut()
+            .and_then(|p| p.consumers[slot].take())
+        else {
             return;
         };
         if let Some(producer) = self.peers[consumer.source_peer]
             .as_mut()
             .and_then(|p| p.producers.iter_mut().find(|p| p.track == consumer.track))
         {
-            producer.consumers.retain(|r| *r != ConsumerRef { peer: subscriber, slot });
+            producer.consumers.retain(|r| {
+                *r != ConsumerRef {
+                    peer: subscriber,
+                    slot,
+                }
+            });
         }
         self.update_gauges();
     }
@@ -733,7 +793,9 @@ impl Router {
                 .as_mut()
                 .and_then(|p| p.producers.iter_mut().find(|p| p.track == consumer.track))
             {
-                producer.consumers.retain(|r| *r != ConsumerRef { peer: index, slot });
+                producer
+                    .consumers
+                    .retain(|r| *r != ConsumerRef { peer: index, slot });
             }
         }
         // Its producers: every subscriber stops the matching m-line.
@@ -787,7 +849,9 @@ impl Router {
         self.free_peer_slots.push(index);
         // Peers that became unable to take events during the notifications go next.
         for (i, other) in self.peers.iter().enumerate() {
-            if other.as_ref().is_some_and(|p| p.removal.is_some()) && !self.queues.to_remove.contains(&i) {
+            if other.as_ref().is_some_and(|p| p.removal.is_some())
+                && !self.queues.to_remove.contains(&i)
+            {
                 self.queues.to_remove.push(i);
             }
         }
@@ -818,7 +882,11 @@ impl Router {
                     );
                     consumer.state = ConsumerState::Offered(mid);
                     consumer.rewriter = RtpRewriter::new(
-                        if consumer.kind == MediaKind::Audio { 48_000 } else { 90_000 },
+                        if consumer.kind == MediaKind::Audio {
+                            48_000
+                        } else {
+                            90_000
+                        },
                         consumer.kind == MediaKind::Video,
                     );
                 }
@@ -841,12 +909,14 @@ impl Router {
             .iter()
             .flatten()
             .filter_map(|c| match c.state {
-                ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. } => Some(OfferedTrack {
-                    mid: mid.to_string(),
-                    participant: c.source_participant,
-                    track: c.track,
-                    kind: c.kind,
-                }),
+                ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. } => {
+                    Some(OfferedTrack {
+                        mid: mid.to_string(),
+                        participant: c.source_participant,
+                        track: c.track,
+                        kind: c.kind,
+                    })
+                }
                 _ => None,
             })
             .collect();
@@ -875,7 +945,10 @@ fn summary(peer: &Peer) -> ParticipantSummary {
         tracks: peer
             .producers
             .iter()
-            .map(|p| TrackSummary { id: p.track, kind: p.kind })
+            .map(|p| TrackSummary {
+                id: p.track,
+                kind: p.kind,
+            })
             .collect(),
     }
 }
@@ -903,7 +976,10 @@ fn drain(
         match rtc.poll_output() {
             Ok(Output::Transmit(transmit)) => out.send(transmit.destination, &transmit.contents),
             Ok(Output::Timeout(at)) => {
-                if peer.scheduled_timeout.is_none_or(|scheduled| at < scheduled) {
+                if peer
+                    .scheduled_timeout
+                    .is_none_or(|scheduled| at < scheduled)
+                {
                     peer.scheduled_timeout = Some(at);
                     timers.push(Reverse((at, index)));
                 }
@@ -911,12 +987,16 @@ fn drain(
             }
             Ok(Output::Event(event)) => match event {
                 Event::RtpPacket(packet) => queues.rtp.push_back((index, packet)),
-                Event::KeyframeRequest(request) => queues.keyframe_requests.push((index, request.mid)),
+                Event::KeyframeRequest(request) => {
+                    queues.keyframe_requests.push((index, request.mid))
+                }
                 Event::MediaAdded(added) => queues.media_added.push((index, added)),
                 Event::IceConnectionStateChange(state) => {
                     span.in_scope(|| debug!(?state, "ICE state"));
                     if state == IceConnectionState::Disconnected {
-                        span.in_scope(|| info!("ICE disconnected: no connectivity checks from the client"));
+                        span.in_scope(|| {
+                            info!("ICE disconnected: no connectivity checks from the client")
+                        });
                         failed = true;
                     }
                 }
@@ -937,3 +1017,7 @@ fn drain(
         queues.to_remove.push(index);
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

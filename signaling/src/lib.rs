@@ -66,10 +66,30 @@ impl SignalingMetrics {
 
     fn render(&self) -> String {
         let rows = [
-            ("roomcast_signaling_connections", "gauge", "Open signaling WebSockets.", &self.connections_open),
-            ("roomcast_signaling_connections_total", "counter", "Signaling WebSockets accepted.", &self.connections_total),
-            ("roomcast_signaling_messages_total", "counter", "Signaling messages received from clients.", &self.messages_total),
-            ("roomcast_signaling_errors_total", "counter", "Error messages sent to clients (bad input, refused requests).", &self.protocol_errors_total),
+            (
+                "roomcast_signaling_connections",
+                "gauge",
+                "Open signaling WebSockets.",
+                &self.connections_open,
+            ),
+            (
+                "roomcast_signaling_connections_total",
+                "counter",
+                "Signaling WebSockets accepted.",
+                &self.connections_total,
+            ),
+            (
+                "roomcast_signaling_messages_total",
+                "counter",
+                "Signaling messages received from clients.",
+                &self.messages_total,
+            ),
+            (
+                "roomcast_signaling_errors_total",
+                "counter",
+                "Error messages sent to clients (bad input, refused requests).",
+                &self.protocol_errors_total,
+            ),
         ];
         rows.iter()
             .map(|(name, kind, help, value)| {
@@ -85,9 +105,18 @@ impl SignalingMetrics {
 /// The complete HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/room.js", get(|| async { asset("text/javascript; charset=utf-8", ROOM_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/room.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ROOM_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -130,7 +159,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.sfu.render_metrics();
     text.push_str(&state.metrics.render());
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         text,
     )
         .into_response()

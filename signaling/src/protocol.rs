@@ -59,7 +59,9 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
     },
     /// Answer to the client's `offer`.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     /// The server's offer: sent when tracks to forward to this client appear or vanish.
     /// `tracks` maps every m-line the server sends on to the track it carries.
     Offer {
@@ -67,8 +69,13 @@ pub enum ServerMessage {
         tracks: Vec<OfferedTrack>,
     },
     /// A server ICE candidate learnt after its SDP was sent (same format as the client's).
-    Candidate { candidate: String, sdp_mid: Option<String> },
-    ParticipantJoined { participant: ParticipantInfo },
+    Candidate {
+        candidate: String,
+        sdp_mid: Option<String>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
     ParticipantLeft {
         participant_id: ParticipantId,
         reason: LeaveReason,
@@ -83,7 +90,9 @@ pub enum ServerMessage {
     },
     /// This participant is out of the room: the answer to `leave`, or the server removed it
     /// (`reason` says why). The server closes the socket right after.
-    Left { reason: LeaveReason },
+    Left {
+        reason: LeaveReason,
+    },
     Error(ProtocolError),
 }
 

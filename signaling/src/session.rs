@@ -21,8 +21,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::AppState;
 use crate::protocol::{
-    ClientMessage, ErrorCode, OfferedTrack, ParticipantInfo, ProtocolError, ServerMessage, TrackInfo,
-    parse_client_message,
+    ClientMessage, ErrorCode, OfferedTrack, ParticipantInfo, ProtocolError, ServerMessage,
+    TrackInfo, parse_client_message,
 };
 
 /// Frames queued for one client before the session gives up on it.
@@ -48,7 +48,8 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         while let Some(item) = outgoing_rx.recv().await {
             let result = match item {
                 Outgoing::Message(message) => {
-                    let json = serde_json::to_string(&message).expect("server messages always serialize");
+                    let json =
+                        serde_json::to_string(&message).expect("server messages always serialize");
                     sink.send(Message::Text(json.into())).await
                 }
                 Outgoing::Close(code, reason) => {
@@ -130,11 +131,17 @@ impl Session {
                 warn!("client is not reading its WebSocket; closing the session");
                 ControlFlow::Break(LeaveReason::SlowClient)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => ControlFlow::Break(LeaveReason::Disconnected),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                ControlFlow::Break(LeaveReason::Disconnected)
+            }
         }
     }
 
-    async fn send_error(&self, code: ErrorCode, message: impl Into<String>) -> ControlFlow<LeaveReason> {
+    async fn send_error(
+        &self,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> ControlFlow<LeaveReason> {
         let error = ProtocolError::new(code, message);
         debug!(code = ?error.code, message = %error.message, "protocol error");
         self.state.metrics.protocol_error();
@@ -155,7 +162,10 @@ impl Session {
         let _ = self
             .send_error(
                 ErrorCode::MessageTooLarge,
-                format!("messages are limited to {} bytes", crate::protocol::MAX_MESSAGE_BYTES),
+                format!(
+                    "messages are limited to {} bytes",
+                    crate::protocol::MAX_MESSAGE_BYTES
+                ),
             )
             .await;
         let _ = self
@@ -168,18 +178,30 @@ impl Session {
         self.state.metrics.message_received();
         let message = match parse_client_message(text) {
             Ok(message) => message,
-            Err(error) if error.code == ErrorCode::MessageTooLarge => return self.close_oversize().await,
+            Err(error) if error.code == ErrorCode::MessageTooLarge => {
+                return self.close_oversize().await;
+            }
             Err(error) => return self.send_error(error.code, error.message).await,
         };
         match message {
-            ClientMessage::Join { room, name, token: _ } => self.join(room, name).await,
+            ClientMessage::Join {
+                room,
+                name,
+                token: _,
+            } => self.join(room, name).await,
             ClientMessage::Offer { sdp } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
                 };
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
-                match request(&worker, |reply| Command::Offer { participant, sdp, reply }).await {
+                match request(&worker, |reply| Command::Offer {
+                    participant,
+                    sdp,
+                    reply,
+                })
+                .await
+                {
                     Ok(answer) => self.send(ServerMessage::Answer { sdp: answer }).await,
                     Err(error) => self.send_sfu_error(error).await,
                 }
@@ -190,18 +212,33 @@ impl Session {
                 };
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
-                match request(&worker, |reply| Command::Answer { participant, sdp, reply }).await {
+                match request(&worker, |reply| Command::Answer {
+                    participant,
+                    sdp,
+                    reply,
+                })
+                .await
+                {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
-            ClientMessage::Candidate { candidate, sdp_mid: _ } => {
+            ClientMessage::Candidate {
+                candidate,
+                sdp_mid: _,
+            } => {
                 let Some(joined) = self.joined_or_error("candidate").await? else {
                     return ControlFlow::Continue(());
                 };
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
-                match request(&worker, |reply| Command::Candidate { participant, candidate, reply }).await {
+                match request(&worker, |reply| Command::Candidate {
+                    participant,
+                    candidate,
+                    reply,
+                })
+                .await
+                {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(error) => self.send_sfu_error(error).await,
                 }
@@ -211,7 +248,11 @@ impl Session {
                     return ControlFlow::Continue(());
                 }
                 self.leave(LeaveReason::Left).await;
-                let _ = self.send(ServerMessage::Left { reason: LeaveReason::Left }).await;
+                let _ = self
+                    .send(ServerMessage::Left {
+                        reason: LeaveReason::Left,
+                    })
+                    .await;
                 let _ = self.outgoing.try_send(Outgoing::Close(1000, "left"));
                 ControlFlow::Break(LeaveReason::Left)
             }
@@ -223,8 +264,11 @@ impl Session {
         match &self.joined {
             Some(joined) if !joined.removed => ControlFlow::Continue(Some(joined)),
             _ => {
-                self.send_error(ErrorCode::NotJoined, format!("{what:?} needs a successful \"join\" first"))
-                    .await?;
+                self.send_error(
+                    ErrorCode::NotJoined,
+                    format!("{what:?} needs a successful \"join\" first"),
+                )
+                .await?;
                 ControlFlow::Continue(None)
             }
         }
@@ -233,14 +277,20 @@ impl Session {
     async fn join(&mut self, room: String, name: String) -> ControlFlow<LeaveReason> {
         if self.joined.is_some() {
             return self
-                .send_error(ErrorCode::AlreadyJoined, "this socket already joined a room; open another socket to join again")
+                .send_error(
+                    ErrorCode::AlreadyJoined,
+                    "this socket already joined a room; open another socket to join again",
+                )
                 .await;
         }
         let name = name.trim().to_string();
         if let Err(why) = validate_room_name(&room) {
             return self.send_error(ErrorCode::InvalidName, why).await;
         }
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
             return self
                 .send_error(
                     ErrorCode::InvalidName,
@@ -300,15 +350,24 @@ impl Session {
             if let Some(joined) = self.joined.as_mut() {
                 joined.removed = true;
             }
-            let _ = self.send(ServerMessage::Left { reason: LeaveReason::ServerShutdown }).await;
-            let _ = self.outgoing.try_send(Outgoing::Close(1001, "server shutting down"));
+            let _ = self
+                .send(ServerMessage::Left {
+                    reason: LeaveReason::ServerShutdown,
+                })
+                .await;
+            let _ = self
+                .outgoing
+                .try_send(Outgoing::Close(1001, "server shutting down"));
             return ControlFlow::Break(LeaveReason::ServerShutdown);
         };
         let message = match event {
             SessionEvent::ParticipantJoined(participant) => ServerMessage::ParticipantJoined {
                 participant: participant_info(participant),
             },
-            SessionEvent::ParticipantLeft { participant, reason } => ServerMessage::ParticipantLeft {
+            SessionEvent::ParticipantLeft {
+                participant,
+                reason,
+            } => ServerMessage::ParticipantLeft {
                 participant_id: participant,
                 reason,
             },
@@ -319,10 +378,12 @@ impl Session {
                     kind: track.kind,
                 },
             },
-            SessionEvent::TrackUnpublished { participant, track } => ServerMessage::TrackUnpublished {
-                participant_id: participant,
-                track_id: track,
-            },
+            SessionEvent::TrackUnpublished { participant, track } => {
+                ServerMessage::TrackUnpublished {
+                    participant_id: participant,
+                    track_id: track,
+                }
+            }
             SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
                 sdp,
                 tracks: tracks
@@ -340,7 +401,9 @@ impl Session {
                     joined.removed = true;
                 }
                 let _ = self.send(ServerMessage::Left { reason }).await;
-                let _ = self.outgoing.try_send(Outgoing::Close(1000, "removed from the room"));
+                let _ = self
+                    .outgoing
+                    .try_send(Outgoing::Close(1000, "removed from the room"));
                 return ControlFlow::Break(reason);
             }
         };
@@ -381,7 +444,10 @@ fn participant_info(summary: roomcast_sfu::ParticipantSummary) -> ParticipantInf
         tracks: summary
             .tracks
             .into_iter()
-            .map(|t| TrackInfo { id: t.id, kind: t.kind })
+            .map(|t| TrackInfo {
+                id: t.id,
+                kind: t.kind,
+            })
             .collect(),
     }
 }

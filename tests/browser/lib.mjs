@@ -297,10 +297,14 @@ export function transceivers(page) {
  * wraps RTCPeerConnection so that, from the moment the page creates one, the page itself records
  * on the performance.now() clock
  *   - every connectionState change (`states`, `connectedAt` = first 'connected'), when the event
- *     is dispatched,
+ *     is dispatched (on a busy page that can be well after the fact),
+ *   - `transportConnectedAt`: the first stats sample whose transport reports dtlsState
+ *     'connected', and `notConnectedAt`: the last sample before it (connection happened between),
  *   - for each inbound video stream, the first getStats sample with framesDecoded > 0
  *     (`firstFrames[key]` = { t, previousSampleAt, resolvedAt, mid, trackIdentifier, frameWidth }),
- *     where `t` is when Chromium collected that sample (RTCStats.timestamp).
+ *     where `t` is when Chromium collected that sample (RTCStats.timestamp), and likewise
+ *     `firstPackets[key]` for the first sample with packetsReceived > 0 (decode minus packet
+ *     time is the wait for a decodable keyframe),
  * Stats are sampled every `intervalMs` in the page (no round trips to the test), so the first
  * frame was decoded in (previousSampleAt, t]; `t` is the upper bound the tests assert on. On a
  * busy page the gap can exceed `intervalMs` (timers and getStats wait for busy threads);
@@ -309,7 +313,17 @@ export function transceivers(page) {
  * Read the result with `mediaTimeline(page)`.
  */
 export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_000, expectVideos = Infinity } = {}) {
-  const timeline = { createdAt: null, connectedAt: null, states: [], firstFrames: {}, samples: 0, sampleLog: [] };
+  const timeline = {
+    createdAt: null,
+    connectedAt: null, // first 'connected' connectionstatechange event
+    transportConnectedAt: null, // first stats sample whose transport has dtlsState 'connected'
+    notConnectedAt: null, // last stats sample whose transport was not connected yet
+    states: [],
+    firstFrames: {},
+    firstPackets: {},
+    samples: 0,
+    sampleLog: [],
+  };
   window.__roomcastTimeline = timeline;
   const Native = window.RTCPeerConnection;
   class TimedPeerConnection extends Native {
@@ -339,9 +353,17 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
             const at = stats.timestamp > 1e12 ? stats.timestamp - performance.timeOrigin : stats.timestamp;
             if (at >= started - 1 && at <= resolvedAt) t = Math.min(t, at);
           });
+          let transportConnected = false;
           report.forEach((stats) => {
-            if (stats.type !== 'inbound-rtp' || stats.kind !== 'video' || !(stats.framesDecoded > 0)) return;
+            if (stats.type === 'transport' && stats.dtlsState === 'connected') transportConnected = true;
+          });
+          if (transportConnected) timeline.transportConnectedAt ??= t;
+          else if (timeline.transportConnectedAt == null) timeline.notConnectedAt = t;
+          report.forEach((stats) => {
+            if (stats.type !== 'inbound-rtp' || stats.kind !== 'video' || !(stats.packetsReceived > 0)) return;
             const key = stats.mid ?? stats.trackIdentifier;
+            timeline.firstPackets[key] ??= { t, previousSampleAt, mid: stats.mid ?? null, trackIdentifier: stats.trackIdentifier };
+            if (!(stats.framesDecoded > 0)) return;
             timeline.firstFrames[key] ??= {
               t,
               resolvedAt,
@@ -366,18 +388,26 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
   window.RTCPeerConnection = TimedPeerConnection;
 }
 
-/** What `mediaTimelineInitScript` recorded, with each first frame's mid and participant resolved. */
+/**
+ * What `mediaTimelineInitScript` recorded, with each first frame's mid and participant resolved.
+ * `connectedObservedAt` is the earliest observation of the connection being up (event or stats),
+ * the best available estimate of when it happened (the truth lies after `notConnectedAt`).
+ */
 export function mediaTimeline(page) {
   return page.evaluate(() => {
     const timeline = window.__roomcastTimeline;
     if (!timeline) return null;
     const pc = window.roomcast?.pc;
     const midByTrack = new Map((pc?.getTransceivers() ?? []).map((t) => [t.receiver.track.id, t.mid]));
-    const firstFrames = Object.values(timeline.firstFrames).map((frame) => {
-      const mid = frame.mid ?? midByTrack.get(frame.trackIdentifier) ?? null;
-      return { ...frame, mid, participantId: mid == null ? null : window.roomcast?.mids.get(mid)?.participant_id ?? null };
+    const resolve = (entries) => Object.values(entries).map((entry) => {
+      const mid = entry.mid ?? midByTrack.get(entry.trackIdentifier) ?? null;
+      return { ...entry, mid, participantId: mid == null ? null : window.roomcast?.mids.get(mid)?.participant_id ?? null };
     });
-    return { ...timeline, firstFrames };
+    const firstFrames = resolve(timeline.firstFrames);
+    const firstPackets = resolve(timeline.firstPackets);
+    const observations = [timeline.connectedAt, timeline.transportConnectedAt].filter((t) => t != null);
+    const connectedObservedAt = observations.length ? Math.min(...observations) : null;
+    return { ...timeline, connectedObservedAt, firstFrames, firstPackets };
   });
 }
 

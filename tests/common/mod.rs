@@ -46,7 +46,12 @@ impl Server {
         });
         let url = url_rx
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("server did not log its HTTP address within 20 s; log:\n{}", log.lock().unwrap().join("\n")));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not log its HTTP address within 20 s; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
         Server { child, url, log }
     }
 
@@ -75,8 +80,15 @@ impl Server {
     /// A plain HTTP/1.0 GET; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(self.host_port()).expect("server accepts TCP");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.host_port()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.host_port()
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let status = response
@@ -84,7 +96,10 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -108,7 +123,11 @@ impl Drop for Server {
 }
 
 /// Poll `check` until it returns `Ok`, or fail with its last complaint after `timeout`.
-pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match check() {

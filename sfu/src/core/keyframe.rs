@@ -131,13 +131,14 @@ fn h264_starts_keyframe(payload: &[u8]) -> bool {
             let mut rest = &payload[1..];
             while rest.len() >= 3 {
                 let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-                let nal_type = rest[2] & 0x1f;
+                // A unit whose size overruns the packet is malformed: trust none of it.
+                let (Some(unit), Some(next)) = (rest.get(2..2 + size), rest.get(2 + size..)) else {
+                    return false;
+                };
+                let nal_type = unit.first().map_or(0, |b| b & 0x1f);
                 if nal_type == NAL_IDR || nal_type == NAL_SPS {
                     return true;
                 }
-                let Some(next) = rest.get(2 + size..) else {
-                    return false;
-                };
                 rest = next;
             }
             false
@@ -158,15 +159,24 @@ mod tests {
     #[test]
     fn vp8_keyframe_and_delta_frame() {
         // X=1 S=1 PID=0; I=1; 15-bit PictureID; then VP8 header with P=0 (keyframe).
-        assert!(starts_keyframe(VideoCodec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x10, 0x02]));
+        assert!(starts_keyframe(
+            VideoCodec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x10, 0x02]
+        ));
         // Same with P=1: a delta frame.
-        assert!(!starts_keyframe(VideoCodec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x11, 0x02]));
+        assert!(!starts_keyframe(
+            VideoCodec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x11, 0x02]
+        ));
         // Minimal descriptor, keyframe.
         assert!(starts_keyframe(VideoCodec::Vp8, &[0x10, 0x00]));
         // Continuation packet of a keyframe (S=0) does not start one.
         assert!(!starts_keyframe(VideoCodec::Vp8, &[0x00, 0x00]));
         // L, T and K present: TL0PICIDX and TID bytes are skipped.
-        assert!(starts_keyframe(VideoCodec::Vp8, &[0x90, 0xf0, 0x12, 0x05, 0x20, 0x50]));
+        assert!(starts_keyframe(
+            VideoCodec::Vp8,
+            &[0x90, 0xf0, 0x12, 0x05, 0x20, 0x50]
+        ));
     }
 
     #[test]
@@ -192,7 +202,10 @@ mod tests {
             &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
         ));
         // STAP-A with only a PPS and a bogus size: no keyframe, no panic.
-        assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0x00, 0x02, 0x68, 0xce, 0xff, 0xff, 0x65]));
+        assert!(!starts_keyframe(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x02, 0x68, 0xce, 0xff, 0xff, 0x65]
+        ));
         // FU-A start of an IDR, and a middle fragment of one.
         assert!(starts_keyframe(VideoCodec::H264, &[0x7c, 0x85, 0x00]));
         assert!(!starts_keyframe(VideoCodec::H264, &[0x7c, 0x05, 0x00]));
@@ -206,7 +219,12 @@ mod tests {
 
     #[test]
     fn truncated_payloads_are_not_keyframes() {
-        for codec in [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264, VideoCodec::Av1] {
+        for codec in [
+            VideoCodec::Vp8,
+            VideoCodec::Vp9,
+            VideoCodec::H264,
+            VideoCodec::Av1,
+        ] {
             assert!(!starts_keyframe(codec, &[]));
         }
         assert!(!starts_keyframe(VideoCodec::Vp8, &[0x90]));

@@ -164,7 +164,13 @@ mod tests {
 
     use super::*;
 
-    fn packet(ssrc: u32, seq: u64, timestamp: u32, keyframe: bool, arrival: Instant) -> IncomingPacket {
+    fn packet(
+        ssrc: u32,
+        seq: u64,
+        timestamp: u32,
+        keyframe: bool,
+        arrival: Instant,
+    ) -> IncomingPacket {
         IncomingPacket {
             ssrc,
             seq,
@@ -185,19 +191,31 @@ mod tests {
         assert!(rewriter.is_waiting());
         assert_eq!(
             rewriter.rewrite(packet(1, 5003, 903_000, true, t0)),
-            Rewrite::Forward { seq: 1, timestamp: 903_000 }
+            Rewrite::Forward {
+                seq: 1,
+                timestamp: 903_000
+            }
         );
         assert_eq!(
             rewriter.rewrite(packet(1, 5004, 903_000, false, t0)),
-            Rewrite::Forward { seq: 2, timestamp: 903_000 }
+            Rewrite::Forward {
+                seq: 2,
+                timestamp: 903_000
+            }
         );
         assert_eq!(
             rewriter.rewrite(packet(1, 5007, 906_000, false, t0)),
-            Rewrite::Forward { seq: 5, timestamp: 906_000 }
+            Rewrite::Forward {
+                seq: 5,
+                timestamp: 906_000
+            }
         );
         assert_eq!(
             rewriter.rewrite(packet(1, 5006, 906_000, false, t0)),
-            Rewrite::Forward { seq: 4, timestamp: 906_000 }
+            Rewrite::Forward {
+                seq: 4,
+                timestamp: 906_000
+            }
         );
         // The publisher restarts with a new SSRC and fresh numbering.
         let t1 = t0 + Duration::from_millis(500);
@@ -207,11 +225,17 @@ mod tests {
         );
         assert_eq!(
             rewriter.rewrite(packet(2, 19, 168_456, true, t1)),
-            Rewrite::Forward { seq: 6, timestamp: 906_000 + 45_000 }
+            Rewrite::Forward {
+                seq: 6,
+                timestamp: 906_000 + 45_000
+            }
         );
         assert_eq!(
             rewriter.rewrite(packet(2, 20, 171_456, false, t1)),
-            Rewrite::Forward { seq: 7, timestamp: 906_000 + 48_000 }
+            Rewrite::Forward {
+                seq: 7,
+                timestamp: 906_000 + 48_000
+            }
         );
     }
 
@@ -232,7 +256,10 @@ mod tests {
         let mut rewriter = RtpRewriter::new(48_000, false);
         assert_eq!(
             rewriter.rewrite(packet(7, 40_000, 1_000, false, t0)),
-            Rewrite::Forward { seq: 1, timestamp: 1_000 }
+            Rewrite::Forward {
+                seq: 1,
+                timestamp: 1_000
+            }
         );
     }
 
@@ -243,7 +270,10 @@ mod tests {
         rewriter.rewrite(packet(7, 65_534, 0, false, t0));
         assert_eq!(
             rewriter.rewrite(packet(7, 65_536 + 3, 960, false, t0)),
-            Rewrite::Forward { seq: 6, timestamp: 960 }
+            Rewrite::Forward {
+                seq: 6,
+                timestamp: 960
+            }
         );
     }
 
@@ -270,7 +300,10 @@ mod tests {
         rewriter.restart();
         assert_eq!(
             rewriter.rewrite(packet(1, 11, 1_000, false, t0)),
-            Rewrite::Forward { seq: 2, timestamp: 1_001 }
+            Rewrite::Forward {
+                seq: 2,
+                timestamp: 1_001
+            }
         );
     }
 }
