@@ -264,6 +264,7 @@ function join(room, name, token) {
       console.warn('roomcast: ignoring a frame that is not JSON', event.data);
       return;
     }
+    session.timings[`received_${message.type}`] ??= performance.now();
     console.debug(`roomcast: <- ${summarize(message)}`);
     enqueue(() => handleMessage(message));
   });
@@ -447,7 +448,7 @@ async function onServerOffer({ sdp, tracks }) {
   await flushCandidates();
   await pc.setLocalDescription(await pc.createAnswer());
   send({ type: 'answer', sdp: pc.localDescription.sdp });
-  session.timings.first_server_offer_answered ??= performance.now();
+  session.timings.server_offer_answered ??= performance.now();
   reconcileMedia();
 }
 

@@ -145,26 +145,24 @@ impl Participant {
             },
         )
         .await?;
-        let (id, participants) = loop {
-            match next_message(&mut ws).await? {
-                ServerMessage::Joined {
-                    participant_id,
-                    participants,
-                    ..
-                } => break (participant_id, participants),
-                ServerMessage::Error(error) => {
-                    return Err(ClientError::Refused {
-                        code: serde_json::to_value(error.code)
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
-                        message: error.message,
-                    });
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected joined, got {other:?}"
-                    )));
-                }
+        let (id, participants) = match next_message(&mut ws).await? {
+            ServerMessage::Joined {
+                participant_id,
+                participants,
+                ..
+            } => (participant_id, participants),
+            ServerMessage::Error(error) => {
+                return Err(ClientError::Refused {
+                    code: serde_json::to_value(error.code)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    message: error.message,
+                });
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected joined, got {other:?}"
+                )));
             }
         };
         let socket = UdpSocket::bind(SocketAddr::new(options.bind_ip, 0))

@@ -7,7 +7,7 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -184,6 +184,7 @@ export async function openRoomPage(browser, url, room, name, { initScripts = [],
   page.on('console', (message) => logs.push({ type: message.type(), text: `${stamp()} [${message.type()}] ${message.text()}` }));
   page.on('pageerror', (error) => logs.push({ type: 'pageerror', text: `${stamp()} [pageerror] ${error.stack ?? error}` }));
   page.on('crash', () => logs.push({ type: 'crash', text: `${stamp()} [crash] the page crashed` }));
+  if (process.env.ROOMCAST_WEB_CLIENT_FROM_DISK) await serveWebClientFromDisk(page);
   for (const script of initScripts) {
     if (Array.isArray(script)) await page.addInitScript(script[0], script[1]);
     else await page.addInitScript(script);
@@ -193,6 +194,19 @@ export async function openRoomPage(browser, url, room, name, { initScripts = [],
   target.searchParams.set('name', name);
   await page.goto(target.href);
   return page;
+}
+
+/**
+ * Development aid, off by default: the server embeds web-client/ at compile time, so client
+ * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get index.html, room.js
+ * and style.css from the working tree instead (everything else still comes from the server).
+ */
+async function serveWebClientFromDisk(page) {
+  const files = { '/': ['index.html', 'text/html'], '/room.js': ['room.js', 'text/javascript'], '/style.css': ['style.css', 'text/css'] };
+  await page.route((url) => Object.hasOwn(files, url.pathname), (route) => {
+    const [file, contentType] = files[new URL(route.request().url()).pathname];
+    return route.fulfill({ contentType, body: readFileSync(path.join(REPO_ROOT, 'web-client', file)) });
+  });
 }
 
 /** Everything the page logged (console, uncaught errors, crashes), oldest first. */
