@@ -77,6 +77,8 @@ const session = {
   mediaSettled: false,
   selfTile: null,
   pendingCandidates: [],
+  /** While true, `track` events leave the tiles to reconcileMedia() after the answer is sent. */
+  applyingServerOffer: false,
   chain: Promise.resolve(),
   audioBlockedNoticeShown: false,
   /** performance.now() of milestones, for debugging: ws_open, joined, offer_sent, pc_<state>... */
@@ -380,6 +382,9 @@ async function onJoined(message) {
   });
   session.pc = pc;
   pc.addEventListener('icecandidate', ({ candidate }) => {
+    // `null` ends gathering and is sent as the empty candidate. Chromium may also report an
+    // empty candidate (end of one generation) before that; one end marker is enough.
+    if (candidate && !candidate.candidate) return;
     send({
       type: 'candidate',
       candidate: candidate ? candidate.candidate : '',
@@ -431,7 +436,8 @@ async function onServerOffer({ sdp, tracks }) {
     console.warn('roomcast: server offer before the peer connection exists; ignored');
     return;
   }
-  // The map must be in place before `track` events fire during setRemoteDescription.
+  // The map must be in place before the offer is applied: `track` events and reconcileMedia()
+  // read it.
   session.mids = new Map((tracks ?? []).map((track) => [String(track.mid), track]));
   for (const track of tracks ?? []) {
     const participant = session.participants.get(track.participant_id);
@@ -444,11 +450,18 @@ async function onServerOffer({ sdp, tracks }) {
     // Polite peer: the server's offer wins; ours is re-sent from `negotiationneeded`.
     await pc.setLocalDescription({ type: 'rollback' });
   }
-  await pc.setRemoteDescription({ type: 'offer', sdp });
-  await flushCandidates();
-  await pc.setLocalDescription(await pc.createAnswer());
+  // Answer first: the server forwards nothing before it has the answer. So the implicit
+  // createAnswer (one trip to WebRTC's thread instead of two), and tiles and candidates after.
+  session.applyingServerOffer = true;
+  try {
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await pc.setLocalDescription();
+  } finally {
+    session.applyingServerOffer = false;
+  }
   send({ type: 'answer', sdp: pc.localDescription.sdp });
   session.timings.server_offer_answered ??= performance.now();
+  await flushCandidates();
   reconcileMedia();
 }
 
@@ -629,6 +642,7 @@ function onTrackUnpublished(participantId, trackId) {
 }
 
 function onTrack(event) {
+  if (session.applyingServerOffer) return;
   const mid = event.transceiver?.mid;
   const info = mid == null ? undefined : session.mids.get(mid);
   if (!info) {

@@ -157,10 +157,13 @@ export async function startServer({
 // Browser and pages
 
 export function launchBrowser({ args = [], ...options } = {}) {
+  // A document fulfilled by the test (ROOMCAST_WEB_CLIENT_FROM_DISK) has no loopback address
+  // of its own, so Chromium's local network access checks would refuse its WebSocket.
+  const fromDisk = process.env.ROOMCAST_WEB_CLIENT_FROM_DISK ? ['--disable-features=LocalNetworkAccessChecks'] : [];
   return chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
     headless: true,
-    args: [...CHROMIUM_ARGS, ...args],
+    args: [...CHROMIUM_ARGS, ...fromDisk, ...args],
     ...options,
   });
 }
@@ -244,7 +247,8 @@ export function sessionInfo(page) {
 
 /**
  * One entry per inbound-rtp stats object of the page's peer connection:
- * { kind, framesDecoded, frameWidth, packetsReceived, trackIdentifier, mid, participantId, ... }.
+ * { kind, framesDecoded, frameWidth, packetsReceived, trackIdentifier, mid, participantId, ... }
+ * (plus loss and feedback counters: packetsLost, nackCount, pliCount, keyFramesDecoded).
  * `participantId` comes from the server's mid map as the page holds it.
  */
 export function inboundStats(page) {
@@ -270,6 +274,10 @@ export function inboundStats(page) {
         packetsReceived: stats.packetsReceived ?? 0,
         bytesReceived: stats.bytesReceived ?? 0,
         totalAudioEnergy: stats.totalAudioEnergy ?? 0,
+        packetsLost: stats.packetsLost ?? 0,
+        nackCount: stats.nackCount ?? 0,
+        pliCount: stats.pliCount ?? 0,
+        keyFramesDecoded: stats.keyFramesDecoded ?? 0,
       });
     });
     return result;
@@ -421,7 +429,10 @@ export function mediaTimeline(page) {
     const firstPackets = resolve(timeline.firstPackets);
     const observations = [timeline.connectedAt, timeline.transportConnectedAt].filter((t) => t != null);
     const connectedObservedAt = observations.length ? Math.min(...observations) : null;
-    return { ...timeline, connectedObservedAt, firstFrames, firstPackets };
+    // A stats snapshot can trail the event by a few ms; the window cannot end before it starts.
+    const notConnectedAt = timeline.notConnectedAt == null || connectedObservedAt == null
+      ? timeline.notConnectedAt : Math.min(timeline.notConnectedAt, connectedObservedAt);
+    return { ...timeline, notConnectedAt, connectedObservedAt, firstFrames, firstPackets };
   });
 }
 

@@ -5,10 +5,17 @@
 //   2. One page closes: within 2 s (measured from the close call) every remaining page has
 //      removed its tile and no longer has a live receiver for its tracks.
 //   3. A fifth page joins late: all three existing videos are decoded within 1 s of its peer
-//      connection reaching 'connected' (both instants recorded in the page).
+//      connection reaching 'connected' (both instants recorded in the page), and the room
+//      sees and hears it too.
+//   4. The fifth page clicks Leave: it is back at the form with camera and connection closed,
+//      and the others drop its tile.
+//   5. No page logged a console error or threw.
+// The measured numbers are printed (they show up as `# ...` lines in the TAP output). On a
+// failure the server log, each page's console, state and a screenshot go to test-output/browser/.
 //
-// Run: `cargo build && npm run test:browser` (ROOMCAST_BIN overrides the binary; set
-// ROOMCAST_TEST_VERBOSE=1 to stream the server log).
+// Run: `cargo build && npm run test:browser`. ROOMCAST_BIN overrides the binary;
+// ROOMCAST_TEST_VERBOSE=1 streams the server log; ROOMCAST_WEB_CLIENT_FROM_DISK=1 serves
+// web-client/ from the working tree instead of the copy embedded in the binary.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,7 +56,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   const exit = await server?.stop();
-  console.log(`# server stopped: ${JSON.stringify(exit)}`);
+  console.log(`server stopped: ${JSON.stringify(exit)}`);
 });
 
 /** Runs one step; on failure dumps the server log and every page, and skips later steps. */
@@ -67,7 +74,7 @@ function step(name, fn) {
       await dumpDiagnostics({ server, pages, label: name.replace(/\W+/g, '-').slice(0, 40) });
       throw error;
     } finally {
-      console.log(`# step "${name}" took ${Date.now() - started} ms`);
+      console.log(`step "${name}" took ${Date.now() - started} ms`);
     }
   });
 }
@@ -193,7 +200,7 @@ step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`,
     tileGoneMs: records[i].tileGoneAt - closedAt,
     tracksDeadMs: records[i].tracksDeadAt - closedAt,
   }));
-  console.log(`# departure (ms after page.close(); page.close() itself took ${closeReturnedAt - closedAt} ms): ${JSON.stringify(measured)}`);
+  console.log(`departure (ms after page.close(); page.close() itself took ${closeReturnedAt - closedAt} ms): ${JSON.stringify(measured)}`);
   for (const m of measured) {
     assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
     assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
@@ -240,7 +247,7 @@ step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_
     };
   });
   const rel = (t) => (t == null ? null : Math.round(t - timeline.createdAt));
-  console.log(`# late joiner (ms since its RTCPeerConnection was created): connected between ${rel(timeline.notConnectedAt)} and ` +
+  console.log(`late joiner (ms since its RTCPeerConnection was created): connected between ${rel(timeline.notConnectedAt)} and ` +
     `${rel(connectedAt)} (event at ${rel(timeline.connectedAt)}, stats at ${rel(timeline.transportConnectedAt)}); ` +
     `first decoded frame, ms after connected: ${JSON.stringify(firstFrames)} (${timeline.samples} in-page stats samples)`);
   for (const frame of firstFrames) {
@@ -255,6 +262,33 @@ step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_
     await expectMediaFrom(page, others, { timeout: 15_000 });
     await expectTiles(page, others, { timeout: 5_000 });
   }));
+});
+
+step('the leave button leaves the room and returns to the form', async () => {
+  const leaver = pages.find((page) => pageLabel(page) === 'p5');
+  const staying = pages.filter((page) => page !== leaver);
+  const leaverId = (await sessionInfo(leaver)).participantId;
+
+  await leaver.getByRole('button', { name: 'Leave' }).click();
+  const after = await leaver.evaluate(() => ({
+    state: window.roomcast.state,
+    formShown: !document.getElementById('join-view').hidden,
+    room: document.getElementById('room-input').value,
+    name: document.getElementById('name-input').value,
+    path: location.pathname + location.search,
+    pcState: window.roomcast.pc?.connectionState ?? null,
+    liveLocalTracks: window.roomcast.localStream?.getTracks().filter((t) => t.readyState === 'live').length ?? 0,
+  }));
+  assert.deepEqual(after, {
+    state: 'left', formShown: true, room, name: 'p5', path: '/', pcState: 'closed', liveLocalTracks: 0,
+  }, 'p5 after clicking Leave');
+
+  await Promise.all(staying.map((page) => waitFor(async () => {
+    const tiles = await remoteTiles(page);
+    if (tiles.some((tile) => tile.id === leaverId)) throw new Error(`${pageLabel(page)} still shows p5: ${JSON.stringify(tiles)}`);
+    return true;
+  }, { timeout: 5_000, interval: 50, message: `${pageLabel(page)} to drop p5 after it left` })));
+  pages.splice(pages.indexOf(leaver), 1);
 });
 
 step('no page logged an error', async () => {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole roomcast test suite, as the README and CI run it:
+#   formatting and lints, Rust unit and integration tests (real server, str0m clients),
+#   fuzz-target smoke runs, and the browser end-to-end tests (headless Chromium).
+# Installs what it needs first (scripts/install-test-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== Rust tests"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+echo "== browser tests (headless Chromium)"
+ROOMCAST_BIN="$PWD/target/debug/roomcast" npm run --silent test:browser
+
+echo "== fuzz smoke (each cargo-fuzz target for ${ROOMCAST_FUZZ_SECONDS:-15} s)"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
+# cargo-fuzz passes rustc flags that stable only accepts with RUSTC_BOOTSTRAP; -s none
+# needs no sanitizer runtime, so the one stable toolchain on the machine is enough.
+(
+  cd fuzz
+  for target in $(cargo fuzz list); do
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --release "$target" -- \
+      -max_total_time="${ROOMCAST_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | grep -E '^Done|panicked|ERROR|SUMMARY' || true
+    test "${PIPESTATUS[0]}" -eq 0 || { echo "fuzz target $target failed" >&2; exit 1; }
+  done
+)
