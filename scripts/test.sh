@@ -26,8 +26,14 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fu
 (
   cd fuzz
   for target in $(cargo fuzz list); do
-    RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --release "$target" -- \
-      -max_total_time="${ROOMCAST_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | grep -E '^Done|panicked|ERROR|SUMMARY' || true
-    test "${PIPESTATUS[0]}" -eq 0 || { echo "fuzz target $target failed" >&2; exit 1; }
+    log=$(mktemp)
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --release "$target" -- \
+        -max_total_time="${ROOMCAST_FUZZ_SECONDS:-15}" >"$log" 2>&1; then
+      tail -n 60 "$log" >&2
+      echo "fuzz target $target failed; the crashing input is under fuzz/artifacts/$target/" >&2
+      exit 1
+    fi
+    echo "$target: $(grep -E '^Done' "$log")"
+    rm -f "$log"
   done
 )
