@@ -16,9 +16,6 @@ echo "== Rust tests"
 cargo build --workspace --locked
 cargo test --workspace --locked
 
-echo "== browser tests (headless Chromium)"
-ROOMCAST_BIN="$PWD/target/debug/roomcast" npm run --silent test:browser
-
 echo "== fuzz smoke (each cargo-fuzz target for ${ROOMCAST_FUZZ_SECONDS:-15} s)"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
 # cargo-fuzz passes rustc flags that stable only accepts with RUSTC_BOOTSTRAP; -s none
@@ -37,3 +34,6 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fu
     rm -f "$log"
   done
 )
+
+echo "== browser tests (headless Chromium)"
+ROOMCAST_BIN="$PWD/target/debug/roomcast" npm run --silent test:browser

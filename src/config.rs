@@ -15,6 +15,7 @@ const DEFAULT_MAX_PARTICIPANTS: usize = 100;
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
     /// HTTP and WebSocket listen address (port 0 picks a free port; the chosen one is logged).
+    /// [default: 127.0.0.1:8080]
     #[arg(long, env = "ROOMCAST_HTTP", value_name = "ADDR:PORT")]
     http: Option<SocketAddr>,
 

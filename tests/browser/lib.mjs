@@ -174,10 +174,14 @@ const pageLabels = new WeakMap();
 /**
  * Opens `<url>/?room=<room>&name=<name>` in its own browser context (own storage, own fake
  * devices) and returns the page once the document has loaded; joining continues in the page.
+ * `contextOptions` go to browser.newContext (e.g. a larger `viewport` for screenshots).
  * `initScripts` run in the page before any of its own scripts (see `mediaTimelineInitScript`).
  */
 export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {} } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 640 }, ...contextOptions });
+  // Small by default: every page shares this machine's CPU (unlike real participants), and
+  // software compositing of the video tiles grows with the viewport (measured with 4 pages:
+  // ~182% of 2 cores at 1024x640, ~135% at 480x300).
+  const context = await browser.newContext({ viewport: { width: 640, height: 400 }, ...contextOptions });
   const page = await context.newPage();
   const logs = [];
   pageLogStore.set(page, logs);
@@ -501,6 +505,7 @@ export async function dumpDiagnostics({ server, pages = [], label = 'failure' })
           sessionInfo(page), remoteTiles(page), transceivers(page), inboundStats(page),
         ]);
         state = JSON.stringify({ info, tiles, transceivers: trx, inbound: stats }, null, 1);
+        writeFileSync(path.join(OUTPUT_DIR, `${label}-${name}-state.json`), state);
         await page.screenshot({ path: path.join(OUTPUT_DIR, `${label}-${name}.png`) });
       } catch (error) {
         state = `could not read the page: ${error.message}`;
