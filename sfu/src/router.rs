@@ -61,6 +61,16 @@ pub struct RouterConfig {
 /// Longest the router sleeps when no peer needs time.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A peer with a media session that sends nothing for this long is gone (tab killed, network
+/// lost). Browsers send RTCP about every second and ICE consent checks every ~5 s
+/// ([RFC 7675](https://www.rfc-editor.org/rfc/rfc7675)); a closed WebSocket removes a
+/// participant much sooner, so this is the backstop for a signaling connection that outlives
+/// its media.
+pub const MEDIA_SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often peers are checked against [`MEDIA_SILENCE_TIMEOUT`].
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Router {
     config: RouterConfig,
     dtls_cert: DtlsCert,
@@ -72,6 +82,7 @@ pub struct Router {
     timers: BinaryHeap<Reverse<(Instant, PeerIndex)>>,
     queues: Queues,
     next_track: u64,
+    next_liveness_check: Option<Instant>,
     metrics: Arc<WorkerMetrics>,
 }
 
@@ -98,6 +109,7 @@ impl Router {
             timers: BinaryHeap::new(),
             queues: Queues::default(),
             next_track: 1,
+            next_liveness_check: None,
             metrics,
         }
     }
@@ -108,10 +120,15 @@ impl Router {
 
     /// When the router next needs [`Router::handle_timeout`].
     pub fn next_timeout(&self, now: Instant) -> Instant {
-        self.timers
+        let peer_deadline = self
+            .timers
             .peek()
             .map(|Reverse((at, _))| *at)
-            .unwrap_or(now + IDLE_TIMEOUT)
+            .unwrap_or(now + IDLE_TIMEOUT);
+        match self.next_liveness_check {
+            Some(check) => peer_deadline.min(check),
+            None => peer_deadline,
+        }
     }
 
     pub fn participant_count(&self) -> usize {
@@ -168,6 +185,7 @@ impl Router {
         let Some(rtc) = peer.rtc.as_mut() else {
             return;
         };
+        peer.last_heard = Some(now);
         if let Err(error) = rtc.handle_input(input) {
             peer.span.in_scope(
                 || warn!(%error, "media connection failed on input; removing participant"),
@@ -202,7 +220,33 @@ impl Router {
             }
             drain(index, peer, &mut self.queues, &mut self.timers, out);
         }
+        if self.next_liveness_check.is_some_and(|check| check <= now) {
+            self.remove_silent_peers(now);
+        }
         self.process(now, out);
+    }
+
+    /// Mark peers whose media went silent for removal; schedules the next check while any
+    /// peer has a media session.
+    fn remove_silent_peers(&mut self, now: Instant) {
+        let mut any_media = false;
+        for (index, slot) in self.peers.iter_mut().enumerate() {
+            let Some(peer) = slot.as_mut() else { continue };
+            let Some(last_heard) = peer.last_heard else {
+                continue;
+            };
+            any_media = true;
+            if peer.removal.is_none()
+                && now.saturating_duration_since(last_heard) >= MEDIA_SILENCE_TIMEOUT
+            {
+                peer.span.in_scope(|| {
+                    info!(silent_for = ?now.saturating_duration_since(last_heard), "no media or ICE traffic; removing participant")
+                });
+                peer.mark_for_removal(LeaveReason::MediaTimeout);
+                self.queues.to_remove.push(index);
+            }
+        }
+        self.next_liveness_check = any_media.then(|| now + LIVENESS_CHECK_INTERVAL);
     }
 
     pub fn handle_command(&mut self, now: Instant, command: Command, out: &mut impl Transmit) {
@@ -354,6 +398,9 @@ impl Router {
         }
         if let Some(rtc) = new_rtc {
             peer.rtc = Some(rtc);
+            peer.last_heard = Some(now);
+            self.next_liveness_check
+                .get_or_insert(now + LIVENESS_CHECK_INTERVAL);
         }
         let rtc = peer.rtc.as_mut().expect("set above");
         let answer = match rtc.sdp_api().accept_offer(offer) {
@@ -361,6 +408,7 @@ impl Router {
             Err(error) => {
                 if first_offer {
                     peer.rtc = None;
+                    peer.last_heard = None;
                 } else {
                     drain(index, peer, &mut self.queues, &mut self.timers, out);
                 }

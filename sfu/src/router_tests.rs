@@ -431,3 +431,18 @@ fn protocol_misuse_is_refused_precisely() {
         2
     );
 }
+
+#[test]
+fn a_peer_whose_media_goes_silent_is_removed() {
+    let mut world = World::new();
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.run_for(Duration::from_secs(1));
+    // b vanishes without a word (its signaling connection lingers, its network is gone).
+    let b = world.clients.remove(1);
+    world.run_for(MEDIA_SILENCE_TIMEOUT - Duration::from_secs(2));
+    assert!(world.clients[0].left.is_empty(), "removed too early");
+    world.run_for(Duration::from_secs(3));
+    assert_eq!(world.clients[0].left, vec![b.id]);
+    assert_eq!(world.router.participant_count(), 1);
+}

@@ -331,6 +331,10 @@ export function transceivers(page) {
  *     where `t` is when Chromium collected that sample (RTCStats.timestamp), and likewise
  *     `firstPackets[key]` for the first sample with packetsReceived > 0 (decode minus packet
  *     time is the wait for a decodable keyframe),
+ *   - for each received video track, the exact moment its first frame was decoded
+ *     (`decodedFrames[mid]` = { decodedAt, receiveTime, presentationTime, callbackAt, width }),
+ *     from requestVideoFrameCallback metadata on a 2-pixel <video> the script adds for it:
+ *     not limited by sampling, the measure to assert on,
  * Stats are sampled every `intervalMs` in the page (no round trips to the test), so the first
  * frame was decoded in (previousSampleAt, t]; `t` is the upper bound the tests assert on. On a
  * busy page the gap can exceed `intervalMs` (timers and getStats wait for busy threads);
@@ -347,6 +351,7 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
     states: [],
     firstFrames: {},
     firstPackets: {},
+    decodedFrames: {},
     samples: 0,
     sampleLog: [],
   };
@@ -362,6 +367,36 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
         const t = performance.now();
         timeline.states.push({ state: pc.connectionState, t });
         if (pc.connectionState === 'connected') timeline.connectedAt ??= t;
+      });
+      // Exact first-frame times: a 2-pixel <video> of our own per received video track, and
+      // requestVideoFrameCallback's metadata for its first frame. For WebRTC frames Chromium
+      // stamps receiveTime (last packet of the frame in) and processingDuration (decode) on the
+      // media threads, so the result does not depend on when this page's main thread is free.
+      pc.addEventListener('track', ({ track, transceiver }) => {
+        if (track.kind !== 'video') return;
+        const mid = transceiver.mid;
+        const video = document.createElement('video');
+        video.muted = true;
+        video.playsInline = true;
+        video.setAttribute('aria-hidden', 'true');
+        video.style.cssText = 'position:fixed;left:0;top:0;width:2px;height:2px;pointer-events:none;z-index:-1';
+        video.srcObject = new MediaStream([track]);
+        document.documentElement.append(video);
+        video.play().catch(() => {});
+        video.requestVideoFrameCallback((callbackAt, frame) => {
+          const decodedAt = frame.receiveTime != null && frame.processingDuration != null
+            ? frame.receiveTime + frame.processingDuration * 1000
+            : frame.presentationTime;
+          timeline.decodedFrames[mid] ??= {
+            mid,
+            trackIdentifier: track.id,
+            decodedAt,
+            receiveTime: frame.receiveTime ?? null,
+            presentationTime: frame.presentationTime,
+            callbackAt,
+            width: frame.width,
+          };
+        });
       });
       let previousSampleAt = createdAt;
       const sample = async () => {
@@ -431,12 +466,13 @@ export function mediaTimeline(page) {
     });
     const firstFrames = resolve(timeline.firstFrames);
     const firstPackets = resolve(timeline.firstPackets);
+    const decodedFrames = resolve(timeline.decodedFrames);
     const observations = [timeline.connectedAt, timeline.transportConnectedAt].filter((t) => t != null);
     const connectedObservedAt = observations.length ? Math.min(...observations) : null;
     // A stats snapshot can trail the event by a few ms; the window cannot end before it starts.
     const notConnectedAt = timeline.notConnectedAt == null || connectedObservedAt == null
       ? timeline.notConnectedAt : Math.min(timeline.notConnectedAt, connectedObservedAt);
-    return { ...timeline, notConnectedAt, connectedObservedAt, firstFrames, firstPackets };
+    return { ...timeline, notConnectedAt, connectedObservedAt, firstFrames, firstPackets, decodedFrames };
   });
 }
 
