@@ -389,7 +389,7 @@ impl Session {
         loop {
             tokio::select! {
                 _ = stop.changed() => {
-                    let _ = send(ws, &ClientMessage::Leave).await;
+                    let _ = send(ws, &ClientMessage::Leave {}).await;
                     let _ = ws.close(None).await;
                     return Ok(());
                 }

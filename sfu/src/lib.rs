@@ -28,6 +28,8 @@ pub mod core;
 pub mod metrics;
 mod peer;
 pub mod router;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod worker;
 
 use std::io;

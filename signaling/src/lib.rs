@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod process;
 pub mod protocol;
 mod session;
 
@@ -158,6 +159,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.sfu.render_metrics();
     text.push_str(&state.metrics.render());
+    if let Some(process) = process::ProcessStats::read() {
+        let alive_tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        text.push_str(&process.render(alive_tasks));
+    }
     (
         [(
             header::CONTENT_TYPE,

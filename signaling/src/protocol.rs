@@ -43,7 +43,7 @@ pub enum ClientMessage {
         sdp_mid: Option<String>,
     },
     /// Leave the room; the server answers with `left` and closes the socket.
-    Leave,
+    Leave {},
 }
 
 /// Messages the server sends.
@@ -262,7 +262,7 @@ mod tests {
         );
         assert_eq!(
             parse_client_message(r#"{"type":"leave"}"#).unwrap(),
-            ClientMessage::Leave
+            ClientMessage::Leave {}
         );
     }
 

@@ -243,7 +243,7 @@ impl Session {
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
-            ClientMessage::Leave => {
+            ClientMessage::Leave {} => {
                 if self.joined_or_error("leave").await?.is_none() {
                     return ControlFlow::Continue(());
                 }

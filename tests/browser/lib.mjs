@@ -396,6 +396,8 @@ export function mediaTimelineInitScript({ intervalMs = 20, maxDurationMs = 30_00
             callbackAt,
             width: frame.width,
           };
+          video.srcObject = null; // one frame is all it is for
+          video.remove();
         });
       });
       let previousSampleAt = createdAt;

@@ -1,0 +1,303 @@
+//! Whole rooms in memory, for tests and benchmarks: str0m client peers and a [`Router`]
+//! exchange datagrams through queues while a simulated clock advances in 1 ms steps. No
+//! sockets, no threads, no sleeping: seconds of media run in milliseconds, and every run is
+//! the same. Compiled for this crate's tests and with the `testing` feature.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind as Str0mKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::{mpsc, oneshot};
+
+use std::sync::Arc;
+
+use crate::api::{Command, LeaveReason, ParticipantId, SessionEvent, SfuError};
+use crate::metrics::WorkerMetrics;
+use crate::router::{Router, RouterConfig, Transmit};
+
+const SERVER: &str = "10.0.0.1:5000";
+
+#[derive(Default)]
+pub struct Outbox(pub Vec<(SocketAddr, Vec<u8>)>);
+
+impl Transmit for Outbox {
+    fn send(&mut self, destination: SocketAddr, datagram: &[u8]) {
+        self.0.push((destination, datagram.to_vec()));
+    }
+}
+
+pub struct Client {
+    pub id: ParticipantId,
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub events: mpsc::Receiver<SessionEvent>,
+    pub video: Option<Mid>,
+    pub audio: Option<Mid>,
+    /// Server m-line → publisher.
+    pub tracks: HashMap<Mid, ParticipantId>,
+    pub video_frames: HashMap<ParticipantId, u64>,
+    pub first_frame_keyframe: HashMap<ParticipantId, bool>,
+    pub keyframe_wanted: bool,
+    pub keyframe_requests: u64,
+    pub left: Vec<ParticipantId>,
+    pub outbox: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub timeout: Instant,
+    pub frame_count: u64,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub router: Router,
+    pub clients: Vec<Client>,
+    pub to_clients: Outbox,
+}
+
+impl World {
+    pub fn new() -> World {
+        World::with_room_limit(3)
+    }
+
+    pub fn with_room_limit(max_participants_per_room: usize) -> World {
+        let now = Instant::now();
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .unwrap();
+        let router = Router::new(
+            RouterConfig {
+                announced_addr: SERVER.parse().unwrap(),
+                max_participants_per_room,
+            },
+            cert,
+            Arc::new(WorkerMetrics::default()),
+        );
+        World {
+            now,
+            router,
+            clients: Vec::new(),
+            to_clients: Outbox::default(),
+        }
+    }
+
+    pub fn command<T>(
+        &mut self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (reply, mut response) = oneshot::channel();
+        self.router
+            .handle_command(self.now, make(reply), &mut self.to_clients);
+        response
+            .try_recv()
+            .expect("the router answers every request synchronously")
+    }
+
+    /// Join and send the first offer (publishing audio and video).
+    pub fn join(&mut self, room: &str, name: &str) -> Result<usize, SfuError> {
+        let id = ParticipantId::next();
+        let (events, events_rx) = mpsc::channel(64);
+        self.command(|reply| Command::Join {
+            room: room.into(),
+            participant: id,
+            name: name.into(),
+            events,
+            reply,
+        })?;
+        let addr: SocketAddr = format!("10.0.1.{}:4000", self.clients.len() + 1)
+            .parse()
+            .unwrap();
+        let mut rtc = Rtc::builder().build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None);
+        let audio = change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let answer = self.command(|reply| Command::Offer {
+            participant: id,
+            sdp: offer.to_sdp_string(),
+            reply,
+        })?;
+        accept_answer(&mut rtc, pending, &answer);
+        self.clients.push(Client {
+            id,
+            addr,
+            rtc,
+            events: events_rx,
+            video: Some(video),
+            audio: Some(audio),
+            tracks: HashMap::new(),
+            video_frames: HashMap::new(),
+            first_frame_keyframe: HashMap::new(),
+            keyframe_wanted: true,
+            keyframe_requests: 0,
+            left: Vec::new(),
+            outbox: VecDeque::new(),
+            timeout: self.now,
+            frame_count: 0,
+        });
+        Ok(self.clients.len() - 1)
+    }
+
+    pub fn leave(&mut self, index: usize) {
+        let client = self.clients.remove(index);
+        self.router.handle_command(
+            self.now,
+            Command::Leave {
+                participant: client.id,
+                reason: LeaveReason::Left,
+            },
+            &mut self.to_clients,
+        );
+    }
+
+    /// Advance simulated time by `duration` in 1 ms steps.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    pub fn step(&mut self) {
+        let now = self.now;
+        // Signaling: server offers are answered at once.
+        for i in 0..self.clients.len() {
+            while let Ok(event) = self.clients[i].events.try_recv() {
+                match event {
+                    SessionEvent::Offer { sdp, tracks } => {
+                        let client = &mut self.clients[i];
+                        client.tracks = tracks
+                            .iter()
+                            .map(|t| (Mid::from(t.mid.as_str()), t.participant))
+                            .collect();
+                        let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
+                        let answer = client.rtc.sdp_api().accept_offer(offer).unwrap();
+                        let id = client.id;
+                        drain_client(client, now);
+                        self.command(|reply| Command::Answer {
+                            participant: id,
+                            sdp: answer.to_sdp_string(),
+                            reply,
+                        })
+                        .unwrap();
+                    }
+                    SessionEvent::ParticipantLeft { participant, .. } => {
+                        self.clients[i].left.push(participant)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Media: 30 fps video, 50 packets/s audio.
+        for client in &mut self.clients {
+            if client.rtc.is_connected() {
+                client.frame_count += 1;
+                if client.frame_count % 33 == 0 {
+                    write_video(client, now);
+                }
+                if client.frame_count % 20 == 0 {
+                    write_audio(client, now);
+                }
+            }
+            if client.timeout <= now {
+                client.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+            drain_client(client, now);
+        }
+        // Network: client → router, router → client.
+        let server: SocketAddr = SERVER.parse().unwrap();
+        for i in 0..self.clients.len() {
+            while let Some((destination, datagram)) = self.clients[i].outbox.pop_front() {
+                assert_eq!(destination, server);
+                let source = self.clients[i].addr;
+                self.router
+                    .handle_datagram(now, source, &datagram, &mut self.to_clients);
+            }
+        }
+        self.router.handle_timeout(now, &mut self.to_clients);
+        for (destination, datagram) in std::mem::take(&mut self.to_clients.0) {
+            let Some(client) = self.clients.iter_mut().find(|c| c.addr == destination) else {
+                continue; // a client that left
+            };
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: server,
+                    destination,
+                    contents: datagram.as_slice().try_into().unwrap(),
+                },
+            );
+            client.rtc.handle_input(input).unwrap();
+            drain_client(client, now);
+        }
+    }
+}
+
+fn accept_answer(rtc: &mut Rtc, pending: SdpPendingOffer, answer: &str) {
+    let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+}
+
+pub fn drain_client(client: &mut Client, now: Instant) {
+    loop {
+        match client.rtc.poll_output().unwrap() {
+            Output::Timeout(at) => {
+                client.timeout = at.max(now);
+                return;
+            }
+            Output::Transmit(t) => client
+                .outbox
+                .push_back((t.destination, t.contents.to_vec())),
+            Output::Event(Event::MediaData(data)) => {
+                let Some(&from) = client.tracks.get(&data.mid) else {
+                    continue;
+                };
+                if data.params.spec().codec == Codec::Vp8 {
+                    let keyframe = data.data.first().is_some_and(|b| b & 1 == 0);
+                    client.first_frame_keyframe.entry(from).or_insert(keyframe);
+                    *client.video_frames.entry(from).or_default() += 1;
+                }
+            }
+            Output::Event(Event::KeyframeRequest(_)) => {
+                client.keyframe_wanted = true;
+                client.keyframe_requests += 1;
+            }
+            Output::Event(_) => {}
+        }
+    }
+}
+
+pub fn write_video(client: &mut Client, now: Instant) {
+    let Some(mid) = client.video else { return };
+    let keyframe = std::mem::take(&mut client.keyframe_wanted);
+    let mut frame = vec![0x55u8; 3000];
+    frame[0] = if keyframe { 0x10 } else { 0x11 }; // VP8 frame tag: P bit clear on keyframes
+    let time = MediaTime::new(client.frame_count * 90, Frequency::NINETY_KHZ);
+    let writer = client.rtc.writer(mid).unwrap();
+    let pt = writer
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Vp8)
+        .unwrap()
+        .pt();
+    writer.write(pt, now, time, frame).unwrap();
+    drain_client(client, now);
+}
+
+pub fn write_audio(client: &mut Client, now: Instant) {
+    let Some(mid) = client.audio else { return };
+    let time = MediaTime::new(client.frame_count * 48, Frequency::FORTY_EIGHT_KHZ);
+    let writer = client.rtc.writer(mid).unwrap();
+    let pt = writer
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .unwrap()
+        .pt();
+    writer.write(pt, now, time, vec![0xfcu8; 80]).unwrap();
+    drain_client(client, now);
+}
