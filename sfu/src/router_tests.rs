@@ -7,7 +7,7 @@ use crate::testing::World;
 
 #[test]
 fn three_peers_exchange_video_and_late_joiners_start_on_a_keyframe() {
-    let mut world = World::new();
+    let mut world = World::default();
     world.join("room", "a").unwrap();
     world.join("room", "b").unwrap();
     world.run_for(Duration::from_secs(2));
@@ -45,7 +45,7 @@ fn three_peers_exchange_video_and_late_joiners_start_on_a_keyframe() {
 
 #[test]
 fn a_leaver_is_announced_and_its_forwarding_stops() {
-    let mut world = World::new();
+    let mut world = World::default();
     world.join("room", "a").unwrap();
     world.join("room", "b").unwrap();
     world.run_for(Duration::from_secs(1));
@@ -69,7 +69,7 @@ fn a_leaver_is_announced_and_its_forwarding_stops() {
 
 #[test]
 fn rooms_are_isolated_and_capped() {
-    let mut world = World::new();
+    let mut world = World::default();
     world.join("one", "a").unwrap();
     world.join("two", "b").unwrap();
     world.run_for(Duration::from_secs(1));
@@ -85,7 +85,7 @@ fn rooms_are_isolated_and_capped() {
 
 #[test]
 fn protocol_misuse_is_refused_precisely() {
-    let mut world = World::new();
+    let mut world = World::default();
     let index = world.join("room", "a").unwrap();
     let id = world.clients[index].id;
     assert_eq!(
@@ -146,7 +146,7 @@ fn protocol_misuse_is_refused_precisely() {
 
 #[test]
 fn a_peer_whose_media_goes_silent_is_removed() {
-    let mut world = World::new();
+    let mut world = World::default();
     world.join("room", "a").unwrap();
     world.join("room", "b").unwrap();
     world.run_for(Duration::from_secs(1));

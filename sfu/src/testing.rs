@@ -57,11 +57,13 @@ pub struct World {
     pub to_clients: Outbox,
 }
 
-impl World {
-    pub fn new() -> World {
+impl Default for World {
+    fn default() -> Self {
         World::with_room_limit(3)
     }
+}
 
+impl World {
     pub fn with_room_limit(max_participants_per_room: usize) -> World {
         let now = Instant::now();
         let cert = str0m::crypto::from_feature_flags()

@@ -331,14 +331,16 @@ export function transceivers(page) {
  *     where `t` is when Chromium collected that sample (RTCStats.timestamp), and likewise
  *     `firstPackets[key]` for the first sample with packetsReceived > 0 (decode minus packet
  *     time is the wait for a decodable keyframe),
- *   - for each received video track, the exact moment its first frame was decoded
- *     (`decodedFrames[mid]` = { decodedAt, receiveTime, presentationTime, callbackAt, width }),
- *     from requestVideoFrameCallback metadata on a 2-pixel <video> the script adds for it:
- *     not limited by sampling, the measure to assert on,
- * Stats are sampled every `intervalMs` in the page (no round trips to the test), so the first
- * frame was decoded in (previousSampleAt, t]; `t` is the upper bound the tests assert on. On a
- * busy page the gap can exceed `intervalMs` (timers and getStats wait for busy threads);
- * `sampleLog` keeps [start, getStats duration] of each sample to show it.
+ *   - for each received video track, when the first frame shown by a 2-pixel <video> the script
+ *     adds for it was decoded (`decodedFrames[mid]` = { decodedAt, receiveTime,
+ *     presentationTime, callbackAt, width }), from requestVideoFrameCallback metadata, which
+ *     Chromium stamps on its media threads (receiveTime + processingDuration).
+ * Both first-frame times are upper bounds on the first decode, use the smaller: the stats one is
+ * late by up to the gap since the previous sample (`previousSampleAt`; stats are sampled every
+ * `intervalMs` in the page, no round trips to the test, but on a busy page timers and getStats
+ * wait for busy threads, see `sampleLog` = [start, getStats duration] per sample); the
+ * requestVideoFrameCallback one is exact for its frame but late if that <video> started playing
+ * after the first frame was decoded.
  * Sampling stops after `maxDurationMs` or once `expectVideos` videos have a first frame.
  * Read the result with `mediaTimeline(page)`.
  */
