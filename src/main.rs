@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod load;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -31,12 +32,27 @@ struct Cli {
 enum Commands {
     /// Run the server. With no flags and no config file it runs in dev mode on loopback.
     Serve(ServeArgs),
+    /// Load a running server with str0m participants and measure it (rooms, broadcast, churn).
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Commands::Load(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime builds unless the OS is out of resources");
+            match runtime.block_on(load::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Commands::Serve(args) => {
             let config = match ServeConfig::resolve(args) {
                 Ok(config) => config,

@@ -17,16 +17,19 @@
 // state, room, name, mids, localStream, timings }. `state` is 'idle' (the join form),
 // 'joining', 'connected' (media connection up), 'disconnected' or 'left'.
 
-const ROOM_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// The server's rules (signaling/src/session.rs): room 1-64 of A-Z a-z 0-9 . - _, name 1-64
+// printable characters.
+const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const NAME_MAX_LENGTH = 64;
 const STORAGE_KEY = 'roomcast.lastJoin';
 
 /** How a `participant_left` reason reads in a notice (unknown reasons are shown as sent). */
 const LEAVE_REASONS = {
   left: 'left',
-  disconnected: 'lost connection',
-  timeout: 'timed out',
-  kicked: 'was removed',
+  disconnected: 'connection closed',
+  media_timeout: 'media connection lost',
+  slow_client: 'connection too slow',
+  server_shutdown: 'server shutting down',
 };
 
 const $ = (id) => document.getElementById(id);
@@ -148,7 +151,7 @@ function onJoinSubmit(event) {
 function validateRoom(room) {
   if (!room) return 'Enter a room name.';
   if (!ROOM_PATTERN.test(room)) {
-    return 'Room names use letters, digits, “.”, “-” or “_” (up to 64, starting with a letter or digit).';
+    return 'Room names use letters, digits, “.”, “-” or “_” (up to 64 characters).';
   }
   return null;
 }
@@ -156,6 +159,7 @@ function validateRoom(room) {
 function validateName(name) {
   if (!name) return 'Enter your name.';
   if ([...name].length > NAME_MAX_LENGTH) return `Names are at most ${NAME_MAX_LENGTH} characters.`;
+  if (/\p{Cc}/u.test(name)) return 'Names cannot contain control characters.';
   return null;
 }
 

@@ -15,6 +15,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod load;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -196,10 +198,17 @@ impl Participant {
 
     /// A snapshot of what this participant has seen.
     pub fn stats(&self) -> Stats {
-        self.stats
-            .lock()
-            .expect("stats lock is never poisoned: no panics while held")
-            .clone()
+        self.with_stats(Stats::clone)
+    }
+
+    /// Look at the stats without copying them (the delay samples can be large).
+    pub fn with_stats<R>(&self, read: impl FnOnce(&Stats) -> R) -> R {
+        read(
+            &self
+                .stats
+                .lock()
+                .expect("stats lock is never poisoned: no panics while held"),
+        )
     }
 
     /// Send `leave` and wait for the task to end.

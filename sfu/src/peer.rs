@@ -42,6 +42,8 @@ pub(crate) struct Peer {
     pub scheduled_timeout: Option<Instant>,
     /// Remote addresses the router's demultiplexer maps to this peer.
     pub remote_addrs: Vec<SocketAddr>,
+    /// DTLS is done: SRTP keys exist, so media written now reaches the client.
+    pub media_connected: bool,
     /// Last time a datagram from this peer arrived (or its first offer, before any did).
     pub last_heard: Option<Instant>,
     /// Set when the peer must be removed; removal happens between packets, never during a
@@ -126,6 +128,7 @@ impl Peer {
             pending_offer: None,
             scheduled_timeout: None,
             remote_addrs: Vec::new(),
+            media_connected: false,
             last_heard: None,
             removal: None,
         }

@@ -92,6 +92,8 @@ struct Queues {
     rtp: VecDeque<(PeerIndex, RtpPacket)>,
     keyframe_requests: Vec<(PeerIndex, Mid)>,
     media_added: Vec<(PeerIndex, MediaAdded)>,
+    /// Peers whose DTLS just completed: their video consumers need a keyframe.
+    connected: Vec<PeerIndex>,
     to_remove: Vec<PeerIndex>,
     to_negotiate: Vec<PeerIndex>,
 }
@@ -423,7 +425,15 @@ impl Router {
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
+        // Opus, VP8 and H.264 only: every browser has them, H.264 is what RTMP/WHIP encoders
+        // send, and each forwarded m-line lists every configured codec, so fewer codecs make
+        // smaller offers that browsers apply faster. Publishers send the first one they share
+        // with this list, VP8 for browsers.
         let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_dtls_cert(self.dtls_cert.clone())
@@ -487,7 +497,9 @@ impl Router {
                     match ssrc {
                         Some(ssrc) => {
                             consumer.state = ConsumerState::Active { mid, ssrc };
-                            if consumer.kind == MediaKind::Video {
+                            // Before DTLS is done the keyframe could not be delivered; the
+                            // request is made when the peer connects instead.
+                            if consumer.kind == MediaKind::Video && peer.media_connected {
                                 wants_keyframe.push((consumer.source_peer, consumer.track));
                             }
                         }
@@ -504,6 +516,7 @@ impl Router {
                 _ => {}
             }
         }
+        peer.span.in_scope(|| debug!("answer accepted"));
         drain(index, peer, &mut self.queues, &mut self.timers, out);
         for slot in freed {
             self.free_consumer(index, slot);
@@ -560,6 +573,10 @@ impl Router {
                 self.media_added(index, added);
                 continue;
             }
+            if let Some(index) = self.queues.connected.pop() {
+                self.media_connected(now, index, out);
+                continue;
+            }
             if let Some(index) = self.queues.to_remove.pop() {
                 self.remove_peer(index);
                 continue;
@@ -593,13 +610,18 @@ impl Router {
         else {
             return;
         };
-        let producer = &publisher.producers[producer_index];
+        let producer = &mut publisher.producers[producer_index];
         let kind = producer.kind;
         let starts = match kind {
             MediaKind::Audio => true,
             MediaKind::Video => {
                 let codec = VideoCodec::from_str0m(params.spec().codec);
-                !codec.keyframes_detectable() || starts_keyframe(codec, &packet.payload)
+                let keyframe =
+                    codec.keyframes_detectable() && starts_keyframe(codec, &packet.payload);
+                if keyframe {
+                    producer.keyframe_throttle.keyframe_arrived();
+                }
+                keyframe || !codec.keyframes_detectable()
             }
         };
         let incoming = IncomingPacket {
@@ -631,7 +653,7 @@ impl Router {
             let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
                 continue;
             };
-            if subscriber.removal.is_some() {
+            if subscriber.removal.is_some() || !subscriber.media_connected {
                 continue;
             }
             let Some(rtc) = subscriber.rtc.as_mut() else {
@@ -643,8 +665,16 @@ impl Router {
             let ConsumerState::Active { ssrc, .. } = consumer.state else {
                 continue;
             };
+            let was_waiting = consumer.rewriter.is_waiting();
             let (seq, timestamp) = match consumer.rewriter.rewrite(incoming) {
-                Rewrite::Forward { seq, timestamp } => (seq, timestamp),
+                Rewrite::Forward { seq, timestamp } => {
+                    if was_waiting {
+                        subscriber
+                            .span
+                            .in_scope(|| debug!(track = %track, "forwarding started"));
+                    }
+                    (seq, timestamp)
+                }
                 Rewrite::Drop(DropReason::WaitingForKeyframe) => {
                     waiting_for_keyframe = true;
                     continue;
@@ -734,7 +764,31 @@ impl Router {
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
         WorkerMetrics::add(&self.metrics.keyframe_requests, 1);
+        publisher
+            .span
+            .in_scope(|| debug!(track = %track, "keyframe requested (PLI)"));
         drain(source, publisher, &mut self.queues, &mut self.timers, out);
+    }
+
+    /// A peer's DTLS completed: forwarding to it can start, each video consumer with a
+    /// keyframe from its publisher.
+    fn media_connected(&mut self, now: Instant, index: PeerIndex, out: &mut impl Transmit) {
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        peer.media_connected = true;
+        let sources: Vec<(PeerIndex, TrackId)> = peer
+            .consumers
+            .iter()
+            .flatten()
+            .filter(|c| {
+                c.kind == MediaKind::Video && matches!(c.state, ConsumerState::Active { .. })
+            })
+            .map(|c| (c.source_peer, c.track))
+            .collect();
+        for (source, track) in sources {
+            self.request_keyframe(now, source, track, out);
+        }
     }
 
     /// A negotiated m-line appeared on a peer: if the client sends on it, it is a new track.
@@ -894,6 +948,7 @@ impl Router {
         self.queues.rtp.retain(|(i, _)| *i != index);
         self.queues.keyframe_requests.retain(|(i, _)| *i != index);
         self.queues.media_added.retain(|(i, _)| *i != index);
+        self.queues.connected.retain(|&i| i != index);
         self.free_peer_slots.push(index);
         // Peers that became unable to take events during the notifications go next.
         for (i, other) in self.peers.iter().enumerate() {
@@ -1048,7 +1103,10 @@ fn drain(
                         failed = true;
                     }
                 }
-                Event::Connected => span.in_scope(|| info!("media connected (DTLS done)")),
+                Event::Connected => {
+                    span.in_scope(|| info!("media connected (DTLS done)"));
+                    queues.connected.push(index);
+                }
                 _ => {}
             },
             Err(error) => {

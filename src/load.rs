@@ -1,0 +1,128 @@
+//! `roomcast load`: the command line of the load tool (`roomcast_client::load`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use roomcast_client::load::{LoadConfig, Scenario};
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    #[command(subcommand)]
+    scenario: ScenarioArgs,
+
+    /// The roomcast server's HTTP address (its own port, not a TLS proxy).
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "ROOMCAST_LOAD_SERVER"
+    )]
+    server: String,
+
+    /// Measurement window in seconds (room, broadcast) or total run time (churn).
+    #[arg(long, global = true, default_value_t = 20)]
+    duration: u64,
+
+    /// Video bitrate of each publisher, bits per second.
+    #[arg(long, global = true, default_value_t = 1_000_000)]
+    bitrate: u32,
+
+    /// Video frames per second of each publisher.
+    #[arg(long, global = true, default_value_t = 30)]
+    fps: u32,
+
+    /// Participants joined per second while ramping up.
+    #[arg(long, global = true, default_value_t = 50.0)]
+    join_rate: f64,
+
+    /// Local address for the participants' media sockets.
+    #[arg(long, global = true, default_value = "127.0.0.1")]
+    bind_ip: IpAddr,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+
+    /// No progress lines.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ScenarioArgs {
+    /// R rooms, each with P publishers (who receive each other) and S pure subscribers.
+    Room {
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        #[arg(long, default_value_t = 6)]
+        publishers: usize,
+        #[arg(long, default_value_t = 0)]
+        subscribers: usize,
+    },
+    /// One publisher, N subscribers.
+    Broadcast {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+    },
+    /// R rooms of K slots that join, stay a random while, leave and join again.
+    Churn {
+        #[arg(long, default_value_t = 2)]
+        rooms: usize,
+        #[arg(long, default_value_t = 4)]
+        size: usize,
+        /// Shortest stay in a room, milliseconds.
+        #[arg(long, default_value_t = 200)]
+        min_stay_ms: u64,
+        /// Longest stay in a room, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        max_stay_ms: u64,
+    },
+}
+
+pub async fn run(args: LoadArgs) -> Result<(), String> {
+    let scenario = match args.scenario {
+        ScenarioArgs::Room {
+            rooms,
+            publishers,
+            subscribers,
+        } => Scenario::Room {
+            rooms,
+            publishers,
+            subscribers,
+        },
+        ScenarioArgs::Broadcast { subscribers } => Scenario::Broadcast { subscribers },
+        ScenarioArgs::Churn {
+            rooms,
+            size,
+            min_stay_ms,
+            max_stay_ms,
+        } => Scenario::Churn {
+            rooms,
+            size,
+            min_stay: Duration::from_millis(min_stay_ms),
+            max_stay: Duration::from_millis(max_stay_ms),
+        },
+    };
+    let config = LoadConfig {
+        server: args.server,
+        scenario,
+        duration: Duration::from_secs(args.duration),
+        video_bitrate_bps: args.bitrate,
+        fps: args.fps,
+        join_rate: args.join_rate,
+        bind_ip: args.bind_ip,
+        progress: !args.quiet,
+    };
+    let report = roomcast_client::load::run(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    print!("{}", report.table());
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&report.to_json()).expect("reports serialize");
+        std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}
