@@ -136,7 +136,8 @@ async fn http_get(server: &str, path: &str) -> Result<String, ClientError> {
         .map_err(|_| ClientError::Connect(format!("{host}{path}: no answer within 5 s")))?
         .map_err(|e| ClientError::Connect(e.to_string()))?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|s| s == "200") {
+    let status_ok = head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200");
+    if !status_ok {
         return Err(ClientError::Connect(format!(
             "{host}{path} answered {:?}: is this a roomcast server?",
             head.lines().next().unwrap_or("")
