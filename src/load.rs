@@ -78,10 +78,19 @@ enum ScenarioArgs {
         /// Longest stay in a room, milliseconds.
         #[arg(long, default_value_t = 1000)]
         max_stay_ms: u64,
+        /// Check for leaks: churn for --warmup seconds, record the server's RSS, fds,
+        /// threads, tasks and gauges, churn for --duration, and compare. Exits 1 on a leak.
+        /// Use a server that nothing else is using.
+        #[arg(long)]
+        leak_check: bool,
+        /// Warm-up churn before the leak baseline, seconds.
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
     },
 }
 
 pub async fn run(args: LoadArgs) -> Result<(), String> {
+    let mut leak_check = None;
     let scenario = match args.scenario {
         ScenarioArgs::Room {
             rooms,
@@ -98,12 +107,17 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             size,
             min_stay_ms,
             max_stay_ms,
-        } => Scenario::Churn {
-            rooms,
-            size,
-            min_stay: Duration::from_millis(min_stay_ms),
-            max_stay: Duration::from_millis(max_stay_ms),
-        },
+            leak_check: check,
+            warmup,
+        } => {
+            leak_check = check.then_some(Duration::from_secs(warmup));
+            Scenario::Churn {
+                rooms,
+                size,
+                min_stay: Duration::from_millis(min_stay_ms),
+                max_stay: Duration::from_millis(max_stay_ms),
+            }
+        }
     };
     let config = LoadConfig {
         server: args.server,
@@ -115,14 +129,31 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         bind_ip: args.bind_ip,
         progress: !args.quiet,
     };
-    let report = roomcast_client::load::run(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (report, leaks) = match leak_check {
+        None => (
+            roomcast_client::load::run(config)
+                .await
+                .map_err(|e| e.to_string())?,
+            None,
+        ),
+        Some(warmup) => {
+            let (report, leaks) = roomcast_client::load::churn_leak_check(config, warmup)
+                .await
+                .map_err(|e| e.to_string())?;
+            (report, Some(leaks))
+        }
+    };
     print!("{}", report.table());
+    if let Some(leaks) = &leaks {
+        print!("\n{}", leaks.table());
+    }
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report.to_json()).expect("reports serialize");
         std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("results written to {}", path.display());
+    }
+    if leaks.is_some_and(|l| !l.problems.is_empty()) {
+        return Err("the churn run leaked (see LEAK lines above)".into());
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ async fn participants_receive_each_other_leave_and_join_late() {
     for p in &participants {
         let stats = p.stats();
         for (from, remote) in &stats.remote {
-            let mut delays = remote.delays_us.clone();
+            let mut delays: Vec<u64> = remote.frames.iter().map(|f| f.delay_us).collect();
             delays.sort_unstable();
             let p50 = delays[delays.len() / 2];
             assert!(

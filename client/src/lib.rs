@@ -97,6 +97,8 @@ pub struct Stats {
     /// When ICE + DTLS completed.
     pub connected_at: Option<Instant>,
     pub video_frames_sent: u64,
+    /// Send time of every video frame sent, µs since the Unix epoch.
+    pub video_frames_sent_us: Vec<u64>,
     pub keyframes_sent: u64,
     pub keyframe_requests_received: u64,
     /// Per remote participant.
@@ -118,8 +120,16 @@ pub struct RemoteStats {
     pub audio_frames: u64,
     pub video_bytes: u64,
     pub first_video_at: Option<Instant>,
-    /// End-to-end delays of video frames (send time → reassembled here), in microseconds.
-    pub delays_us: Vec<u64>,
+    /// Every video frame received: its send time and end-to-end delay.
+    pub frames: Vec<ReceivedFrame>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedFrame {
+    /// Send time, µs since the Unix epoch (carried in the frame).
+    pub sent_us: u64,
+    /// Send time → reassembled here, µs.
+    pub delay_us: u64,
 }
 
 /// A running participant. Dropping it leaves the room.
@@ -545,9 +555,9 @@ impl Session {
                         if data.data.first().is_some_and(|b| b & 0x01 == 0) {
                             remote.video_keyframes += 1;
                         }
-                        if let Some(sent) = frame_send_time(&data.data) {
-                            let delay = unix_micros().saturating_sub(sent);
-                            remote.delays_us.push(delay);
+                        if let Some(sent_us) = frame_send_time(&data.data) {
+                            let delay_us = unix_micros().saturating_sub(sent_us);
+                            remote.frames.push(ReceivedFrame { sent_us, delay_us });
                         }
                     }
                 }
@@ -567,7 +577,8 @@ impl Session {
             .is_some_and(|interval| self.last_keyframe.is_none_or(|last| now - last >= interval));
         let keyframe = self.keyframe_wanted || periodic;
         let frame_bytes = (publish.video_bitrate_bps / 8 / publish.fps.max(1)) as usize;
-        let frame = synthetic_vp8_frame(keyframe, frame_bytes.max(32), unix_micros());
+        let sent_us = unix_micros();
+        let frame = synthetic_vp8_frame(keyframe, frame_bytes.max(32), sent_us);
         let Some(writer) = self.rtc.writer(mid) else {
             return Ok(());
         };
@@ -590,6 +601,7 @@ impl Session {
         }
         let mut stats = self.stats();
         stats.video_frames_sent += 1;
+        stats.video_frames_sent_us.push(sent_us);
         if keyframe {
             stats.keyframes_sent += 1;
         }
@@ -646,7 +658,7 @@ pub fn frame_send_time(frame: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
-fn unix_micros() -> u64 {
+pub(crate) fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

@@ -30,6 +30,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Media flows this long before the measurement window opens.
 const WARMUP: Duration = Duration::from_secs(2);
+/// Wait after the window closes for frames still in flight.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub enum Scenario {
@@ -153,29 +155,53 @@ struct Member {
     join_started: Instant,
 }
 
-/// Per-run snapshot of what the participants have seen.
-#[derive(Default, Clone)]
-struct ClientSample {
-    /// Frames sent per publisher.
-    sent: HashMap<ParticipantId, u64>,
-    /// Frames received per (subscriber, publisher), and how many delay samples existed.
-    received: HashMap<(ParticipantId, ParticipantId), (u64, usize)>,
+/// Frames whose send time falls in a window, sent and received, per subscription; and the
+/// delays of those received. Counting by the send time carried in each frame makes the count
+/// exact: a frame still in flight when the window closes is counted once it arrives.
+#[derive(Default)]
+struct WindowCount {
+    expected: u64,
+    received: u64,
+    delays_ms: Vec<f64>,
+    streams: usize,
 }
 
-fn sample_clients(members: &[Member]) -> ClientSample {
-    let mut sample = ClientSample::default();
-    for member in members {
-        let id = member.participant.id();
-        member.participant.with_stats(|stats| {
-            sample.sent.insert(id, stats.video_frames_sent);
-            for (from, remote) in &stats.remote {
-                sample
-                    .received
-                    .insert((id, *from), (remote.video_frames, remote.delays_us.len()));
-            }
+fn count_window(members: &[Member], from_us: u64, to_us: u64) -> WindowCount {
+    let in_window = |t: u64| t >= from_us && t < to_us;
+    let mut sent: HashMap<ParticipantId, u64> = HashMap::new();
+    for member in members.iter().filter(|m| m.publishes) {
+        let count = member.participant.with_stats(|s| {
+            s.video_frames_sent_us
+                .iter()
+                .filter(|&&t| in_window(t))
+                .count()
         });
+        sent.insert(member.participant.id(), count as u64);
     }
-    sample
+    let room_of: HashMap<ParticipantId, usize> = members
+        .iter()
+        .map(|m| (m.participant.id(), m.room))
+        .collect();
+    let mut count = WindowCount::default();
+    for member in members {
+        let subscriber = member.participant.id();
+        for (&publisher, &frames) in &sent {
+            if publisher == subscriber || room_of[&publisher] != member.room {
+                continue;
+            }
+            count.streams += 1;
+            count.expected += frames;
+            member.participant.with_stats(|s| {
+                if let Some(remote) = s.remote.get(&publisher) {
+                    for frame in remote.frames.iter().filter(|f| in_window(f.sent_us)) {
+                        count.received += 1;
+                        count.delays_ms.push(frame.delay_us as f64 / 1000.0);
+                    }
+                }
+            });
+        }
+    }
+    count
 }
 
 /// The measured results of a run, printed as a table and written as JSON.
@@ -248,60 +274,82 @@ impl Report {
                 format!("{:.0} ms / {:.0} ms", self.join_ms_p50, self.join_ms_p95),
             ),
         ];
-        if self.joins > 0 {
-            rows.push((
-                "churn joins / failures",
-                format!("{} / {}", self.joins, self.join_failures),
-            ));
+        let churn = self.joins > 0 || self.join_failures > 0;
+        if churn {
+            rows = vec![
+                ("scenario", self.scenario.clone()),
+                (
+                    "join time p50 / p95",
+                    format!("{:.0} ms / {:.0} ms", self.join_ms_p50, self.join_ms_p95),
+                ),
+                (
+                    "churn joins / failures",
+                    format!("{} / {}", self.joins, self.join_failures),
+                ),
+                ("run time", format!("{:.1} s", self.window_seconds)),
+                (
+                    "server CPU",
+                    format!(
+                        "{:.2} s ({:.1} % of one core)",
+                        self.server_cpu_seconds, self.server_cpu_percent_of_one_core
+                    ),
+                ),
+                (
+                    "server RSS",
+                    format!("{:.1} MiB", self.server_rss_bytes / 1048576.0),
+                ),
+            ];
         }
-        rows.extend([
-            ("measured window", format!("{:.1} s", self.window_seconds)),
-            (
-                "forwarded video streams",
-                self.forwarded_video_streams.to_string(),
-            ),
-            (
-                "forwarded packets/s",
-                format!("{:.0}", self.forwarded_packets_per_second),
-            ),
-            (
-                "forwarded payload",
-                format!("{:.2} Mbit/s", self.forwarded_bits_per_second / 1e6),
-            ),
-            (
-                "video frame loss",
-                format!(
-                    "{:.3} % ({} of {})",
-                    self.video_frame_loss_percent,
-                    self.video_frames_expected
-                        .saturating_sub(self.video_frames_received),
-                    self.video_frames_expected
+        if !churn {
+            rows.extend([
+                ("measured window", format!("{:.1} s", self.window_seconds)),
+                (
+                    "forwarded video streams",
+                    self.forwarded_video_streams.to_string(),
                 ),
-            ),
-            (
-                "end-to-end delay p50 / p99",
-                format!("{:.2} ms / {:.2} ms", self.delay_ms_p50, self.delay_ms_p99),
-            ),
-            (
-                "server CPU",
-                format!(
-                    "{:.2} s ({:.1} % of one core)",
-                    self.server_cpu_seconds, self.server_cpu_percent_of_one_core
+                (
+                    "forwarded packets/s",
+                    format!("{:.0}", self.forwarded_packets_per_second),
                 ),
-            ),
-            (
-                "server CPU per 1M forwarded packets",
-                format!("{:.3} s", self.server_cpu_seconds_per_million_packets),
-            ),
-            (
-                "server RSS",
-                format!("{:.1} MiB", self.server_rss_bytes / 1048576.0),
-            ),
-            (
-                "video streams per core (estimate)",
-                format!("{:.0}", self.streams_per_core_estimate),
-            ),
-        ]);
+                (
+                    "forwarded payload",
+                    format!("{:.2} Mbit/s", self.forwarded_bits_per_second / 1e6),
+                ),
+                (
+                    "video frame loss",
+                    format!(
+                        "{:.3} % ({} of {})",
+                        self.video_frame_loss_percent,
+                        self.video_frames_expected
+                            .saturating_sub(self.video_frames_received),
+                        self.video_frames_expected
+                    ),
+                ),
+                (
+                    "end-to-end delay p50 / p99",
+                    format!("{:.2} ms / {:.2} ms", self.delay_ms_p50, self.delay_ms_p99),
+                ),
+                (
+                    "server CPU",
+                    format!(
+                        "{:.2} s ({:.1} % of one core)",
+                        self.server_cpu_seconds, self.server_cpu_percent_of_one_core
+                    ),
+                ),
+                (
+                    "server CPU per 1M forwarded packets",
+                    format!("{:.3} s", self.server_cpu_seconds_per_million_packets),
+                ),
+                (
+                    "server RSS",
+                    format!("{:.1} MiB", self.server_rss_bytes / 1048576.0),
+                ),
+                (
+                    "video streams per core (estimate)",
+                    format!("{:.0}", self.streams_per_core_estimate),
+                ),
+            ]);
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut text = String::new();
         for (key, value) in rows {
@@ -480,7 +528,7 @@ async fn run_rooms(
 
     tokio::time::sleep(WARMUP).await;
     let server_before = ServerSample::fetch(&config.server).await?;
-    let clients_before = sample_clients(&members);
+    let window_start_us = crate::unix_micros();
     let window_end = Instant::now() + config.duration;
     while Instant::now() < window_end {
         tokio::time::sleep(
@@ -504,62 +552,21 @@ async fn run_rooms(
         }
     }
     let server_after = ServerSample::fetch(&config.server).await?;
-    let clients_after = sample_clients(&members);
-
-    // Loss: for every (subscriber, publisher) pair in a room, frames the publisher sent in the
-    // window against frames the subscriber received in it.
-    let room_of: HashMap<ParticipantId, usize> = members
-        .iter()
-        .map(|m| (m.participant.id(), m.room))
-        .collect();
-    let publishers_ids: Vec<ParticipantId> = members
-        .iter()
-        .filter(|m| m.publishes)
-        .map(|m| m.participant.id())
-        .collect();
-    let mut delays = Vec::new();
-    for member in &members {
-        let subscriber = member.participant.id();
-        for &publisher in &publishers_ids {
-            if publisher == subscriber || room_of[&publisher] != member.room {
-                continue;
-            }
-            report.forwarded_video_streams += 1;
-            let sent = clients_after.sent.get(&publisher).copied().unwrap_or(0)
-                - clients_before.sent.get(&publisher).copied().unwrap_or(0);
-            let (received_after, delays_after) = clients_after
-                .received
-                .get(&(subscriber, publisher))
-                .copied()
-                .unwrap_or_default();
-            let (received_before, delays_before) = clients_before
-                .received
-                .get(&(subscriber, publisher))
-                .copied()
-                .unwrap_or_default();
-            report.video_frames_expected += sent;
-            report.video_frames_received += received_after - received_before;
-            member.participant.with_stats(|s| {
-                if let Some(remote) = s.remote.get(&publisher) {
-                    let end = delays_after.min(remote.delays_us.len());
-                    delays.extend(
-                        remote.delays_us[delays_before.min(end)..end]
-                            .iter()
-                            .map(|&us| us as f64 / 1000.0),
-                    );
-                }
-            });
-        }
-    }
+    let window_end_us = crate::unix_micros();
+    // Let frames sent just before the window closed arrive.
+    tokio::time::sleep(IN_FLIGHT_GRACE).await;
+    let count = count_window(&members, window_start_us, window_end_us);
+    report.forwarded_video_streams = count.streams;
+    report.video_frames_expected = count.expected;
+    report.video_frames_received = count.received;
+    let mut delays = count.delays_ms;
     delays.sort_by(f64::total_cmp);
     report.delay_ms_p50 = percentile(&delays, 50.0);
     report.delay_ms_p99 = percentile(&delays, 99.0);
-    // A frame in flight at a window edge can be counted on one side only: clamp at zero.
     report.video_frame_loss_percent = if report.video_frames_expected == 0 {
         f64::NAN
     } else {
-        (1.0 - report.video_frames_received as f64 / report.video_frames_expected as f64).max(0.0)
-            * 100.0
+        (1.0 - report.video_frames_received as f64 / report.video_frames_expected as f64) * 100.0
     };
     fill_server_numbers(&mut report, &server_before, &server_after);
 
@@ -710,4 +717,150 @@ mod tests {
         let error = ServerSample::fetch("ftp://example").await.unwrap_err();
         assert!(error.to_string().contains("http://"), "{error}");
     }
+}
+
+/// What a churn run left behind on the server.
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    pub baseline: ServerSample,
+    pub after: ServerSample,
+    pub joins: u64,
+    /// Empty when everything returned to its baseline within tolerance.
+    pub problems: Vec<String>,
+}
+
+/// Allowed RSS growth between the post-warm-up baseline and the end. The allocator keeps
+/// freed memory for reuse, so RSS settles after the warm-up rather than returning to the
+/// value before it; a leak of even 20 KiB per participant over a few hundred joins exceeds this.
+pub const RSS_TOLERANCE_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// Open descriptors and threads may differ by the connections of the `/metrics` scrape itself.
+pub const FD_TOLERANCE: f64 = 2.0;
+/// Longest wait for the server to return to an empty state after the last leave.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+
+impl LeakReport {
+    pub fn table(&self) -> String {
+        let rows = [
+            (
+                "joins during the measured churn",
+                self.joins.to_string(),
+                String::new(),
+            ),
+            (
+                "RSS",
+                mib(self.baseline.resident_bytes),
+                mib(self.after.resident_bytes),
+            ),
+            (
+                "open fds",
+                self.baseline.open_fds.to_string(),
+                self.after.open_fds.to_string(),
+            ),
+            (
+                "threads",
+                self.baseline.threads.to_string(),
+                self.after.threads.to_string(),
+            ),
+            (
+                "signaling tasks",
+                self.baseline.alive_tasks.to_string(),
+                self.after.alive_tasks.to_string(),
+            ),
+            (
+                "participants / rooms / consumers",
+                format!(
+                    "{} / {} / {}",
+                    self.baseline.participants, self.baseline.rooms, self.baseline.consumers
+                ),
+                format!(
+                    "{} / {} / {}",
+                    self.after.participants, self.after.rooms, self.after.consumers
+                ),
+            ),
+        ];
+        let mut text = format!("{:<34}  {:>14}  {:>14}\n", "", "baseline", "after churn");
+        for (name, before, after) in rows {
+            text.push_str(&format!("{name:<34}  {before:>14}  {after:>14}\n"));
+        }
+        if self.problems.is_empty() {
+            text.push_str("no leak: everything returned to its baseline within tolerance\n");
+        }
+        for problem in &self.problems {
+            text.push_str(&format!("LEAK: {problem}\n"));
+        }
+        text
+    }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / 1048576.0)
+}
+
+/// Wait until the server has no participants, rooms or consumers left.
+async fn settle(server: &str) -> Result<ServerSample, ClientError> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let sample = ServerSample::fetch(server).await?;
+        let empty = sample.participants == 0.0 && sample.rooms == 0.0 && sample.consumers == 0.0;
+        if empty || Instant::now() > deadline {
+            return Ok(sample);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Churn for `warmup`, take the server's baseline, churn for `config.duration`, and compare.
+/// The server should be otherwise idle.
+pub async fn churn_leak_check(
+    config: LoadConfig,
+    warmup: Duration,
+) -> Result<(Report, LeakReport), ClientError> {
+    let mut warmup_config = config.clone();
+    warmup_config.duration = warmup;
+    run(warmup_config).await?;
+    let baseline = settle(&config.server).await?;
+    let report = run(config.clone()).await?;
+    let after = settle(&config.server).await?;
+    let mut problems = Vec::new();
+    if after.participants != 0.0 || after.rooms != 0.0 || after.consumers != 0.0 {
+        problems.push(format!(
+            "{} participants, {} rooms, {} consumers still exist {SETTLE_DEADLINE:?} after the last leave",
+            after.participants, after.rooms, after.consumers
+        ));
+    }
+    if after.resident_bytes - baseline.resident_bytes > RSS_TOLERANCE_BYTES {
+        problems.push(format!(
+            "RSS grew by {} (tolerance {})",
+            mib(after.resident_bytes - baseline.resident_bytes),
+            mib(RSS_TOLERANCE_BYTES)
+        ));
+    }
+    if after.open_fds - baseline.open_fds > FD_TOLERANCE {
+        problems.push(format!(
+            "open fds grew from {} to {}",
+            baseline.open_fds, after.open_fds
+        ));
+    }
+    if after.threads > baseline.threads {
+        problems.push(format!(
+            "threads grew from {} to {}",
+            baseline.threads, after.threads
+        ));
+    }
+    if after.alive_tasks > baseline.alive_tasks {
+        problems.push(format!(
+            "signaling tasks grew from {} to {}",
+            baseline.alive_tasks, after.alive_tasks
+        ));
+    }
+    let joins = report.joins;
+    Ok((
+        report,
+        LeakReport {
+            baseline,
+            after,
+            joins,
+            problems,
+        },
+    ))
 }
