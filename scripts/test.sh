@@ -10,11 +10,11 @@ scripts/install-test-deps.sh
 
 echo "== format and lints"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "== Rust tests"
 cargo build --workspace --locked
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 
 echo "== fuzz smoke (each cargo-fuzz target for ${ROOMCAST_FUZZ_SECONDS:-15} s)"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz

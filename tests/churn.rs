@@ -27,9 +27,20 @@ async fn churn_leaves_nothing_behind() {
         bind_ip: "127.0.0.1".parse().unwrap(),
         progress: false,
     };
-    let (report, leaks) = churn_leak_check(config, Duration::from_secs(8)).await.unwrap();
+    let (report, leaks) = churn_leak_check(config, Duration::from_secs(8))
+        .await
+        .unwrap();
     println!("{}\n{}", report.table(), leaks.table());
-    assert!(report.joins >= 100, "only {} joins: the churn did not churn", report.joins);
+    assert!(
+        report.joins >= 100,
+        "only {} joins: the churn did not churn",
+        report.joins
+    );
     assert_eq!(report.join_failures, 0, "{:?}", report.errors);
-    assert!(leaks.problems.is_empty(), "{}\nserver log:\n{}", leaks.table(), server.log_text());
+    assert!(
+        leaks.problems.is_empty(),
+        "{}\nserver log:\n{}",
+        leaks.table(),
+        server.log_text()
+    );
 }

@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod alloc_audit;
 pub mod api;
 pub mod core;
 pub mod metrics;

@@ -35,6 +35,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
+use crate::alloc_audit::engine;
 use crate::api::{
     Command, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary, SessionEvent,
     SfuError, TrackId, TrackSummary,
@@ -145,7 +146,7 @@ impl Router {
         datagram: &[u8],
         out: &mut impl Transmit,
     ) {
-        let Ok(contents) = datagram.try_into() else {
+        let Ok(contents) = engine!(datagram.try_into()) else {
             WorkerMetrics::add(&self.metrics.datagrams_dropped, 1);
             debug!(%source, bytes = datagram.len(), "dropped datagram: not STUN, DTLS, RTP or RTCP");
             return;
@@ -188,13 +189,13 @@ impl Router {
             return;
         };
         peer.last_heard = Some(now);
-        if let Err(error) = rtc.handle_input(input) {
+        if let Err(error) = engine!(rtc.handle_input(input)) {
             peer.span.in_scope(
                 || warn!(%error, "media connection failed on input; removing participant"),
             );
             peer.mark_for_removal(LeaveReason::MediaTimeout);
         }
-        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         self.process(now, out);
     }
 
@@ -215,12 +216,12 @@ impl Router {
             let Some(rtc) = peer.rtc.as_mut() else {
                 continue;
             };
-            if let Err(error) = rtc.handle_input(Input::Timeout(now)) {
+            if let Err(error) = engine!(rtc.handle_input(Input::Timeout(now))) {
                 peer.span
                     .in_scope(|| warn!(%error, "media connection failed; removing participant"));
                 peer.mark_for_removal(LeaveReason::MediaTimeout);
             }
-            drain(index, peer, &mut self.queues, &mut self.timers, out);
+            drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         }
         if self.next_liveness_check.is_some_and(|check| check <= now) {
             self.remove_silent_peers(now);
@@ -283,7 +284,7 @@ impl Router {
                 candidate,
                 reply,
             } => {
-                let result = self.add_candidate(participant, &candidate, out);
+                let result = self.add_candidate(now, participant, &candidate, out);
                 let _ = reply.send(result);
             }
             Command::Leave {
@@ -412,13 +413,13 @@ impl Router {
                     peer.rtc = None;
                     peer.last_heard = None;
                 } else {
-                    drain(index, peer, &mut self.queues, &mut self.timers, out);
+                    drain(now, index, peer, &mut self.queues, &mut self.timers, out);
                 }
                 return Err(SfuError::BadSdp(error.to_string()));
             }
         };
         peer.span.in_scope(|| debug!(first_offer, "accepted offer"));
-        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         // Existing tracks are offered right after this answer reaches the client.
         self.queues.to_negotiate.push(index);
         Ok(answer.to_sdp_string())
@@ -478,7 +479,7 @@ impl Router {
                     other => other,
                 };
             }
-            drain(index, peer, &mut self.queues, &mut self.timers, out);
+            drain(now, index, peer, &mut self.queues, &mut self.timers, out);
             self.queues.to_negotiate.push(index);
             return Err(error);
         }
@@ -517,7 +518,7 @@ impl Router {
             }
         }
         peer.span.in_scope(|| debug!("answer accepted"));
-        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         for slot in freed {
             self.free_consumer(index, slot);
         }
@@ -531,6 +532,7 @@ impl Router {
 
     fn add_candidate(
         &mut self,
+        now: Instant,
         participant: ParticipantId,
         candidate: &str,
         out: &mut impl Transmit,
@@ -552,7 +554,7 @@ impl Router {
             ));
         };
         rtc.add_remote_candidate(candidate);
-        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         Ok(())
     }
 
@@ -582,7 +584,7 @@ impl Router {
                 continue;
             }
             if let Some(index) = self.queues.to_negotiate.pop() {
-                self.negotiate(index, out);
+                self.negotiate(now, index, out);
                 continue;
             }
             break;
@@ -686,23 +688,22 @@ impl Router {
                 continue;
             };
             let mut api = rtc.direct_api();
-            let Some(stream) = api.stream_tx(&ssrc) else {
+            let Some(stream) = engine!(api.stream_tx(&ssrc)) else {
                 continue;
             };
-            stream.write_rtp(
-                RtpWrite::new(
-                    pt,
-                    seq.into(),
-                    timestamp,
-                    packet.timestamp,
-                    packet.payload.clone(),
+            // The payload clone is a reference count increment: every subscriber shares it.
+            let payload = packet.payload.clone();
+            engine!(
+                stream.write_rtp(
+                    RtpWrite::new(pt, seq.into(), timestamp, packet.timestamp, payload)
+                        .marker(packet.header.marker)
+                        .ext_vals(ext_vals.clone())
+                        .nackable(kind == MediaKind::Video),
                 )
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals.clone())
-                .nackable(kind == MediaKind::Video),
             );
             forwarded += 1;
             drain(
+                now,
                 consumer_ref.peer,
                 subscriber,
                 &mut self.queues,
@@ -767,7 +768,14 @@ impl Router {
         publisher
             .span
             .in_scope(|| debug!(track = %track, "keyframe requested (PLI)"));
-        drain(source, publisher, &mut self.queues, &mut self.timers, out);
+        drain(
+            now,
+            source,
+            publisher,
+            &mut self.queues,
+            &mut self.timers,
+            out,
+        );
     }
 
     /// A peer's DTLS completed: forwarding to it can start, each video consumer with a
@@ -962,7 +970,7 @@ impl Router {
     }
 
     /// Send the peer a server offer if its forwarded tracks changed and no offer is out.
-    fn negotiate(&mut self, index: PeerIndex, out: &mut impl Transmit) {
+    fn negotiate(&mut self, now: Instant, index: PeerIndex, out: &mut impl Transmit) {
         let Some(peer) = self.peers[index].as_mut() else {
             return;
         };
@@ -1027,7 +1035,7 @@ impl Router {
             sdp: offer.to_sdp_string(),
             tracks,
         });
-        drain(index, peer, &mut self.queues, &mut self.timers, out);
+        drain(now, index, peer, &mut self.queues, &mut self.timers, out);
     }
 
     fn update_gauges(&self) {
@@ -1056,9 +1064,13 @@ fn summary(peer: &Peer) -> ParticipantSummary {
     }
 }
 
+/// Bound on deadlines of "now" handled inside one drain, so a misbehaving session cannot spin.
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
+
 /// Drain one peer's `Rtc` until it asks for time: datagrams go to `out`, events are queued
 /// for the router, and the next deadline goes into the timer heap.
 fn drain(
+    now: Instant,
     index: PeerIndex,
     peer: &mut Peer,
     queues: &mut Queues,
@@ -1070,15 +1082,27 @@ fn drain(
     };
     let span = &peer.span;
     let mut failed = false;
+    let mut immediate_timeouts = 0;
     loop {
         if !rtc.is_alive() {
             span.in_scope(|| info!("media connection closed"));
             failed = true;
             break;
         }
-        match rtc.poll_output() {
+        match engine!(rtc.poll_output()) {
             Ok(Output::Transmit(transmit)) => out.send(transmit.destination, &transmit.contents),
             Ok(Output::Timeout(at)) => {
+                // "Now" (str0m's pacer releasing what was just written): handle it here
+                // rather than through the timer heap, a few times at most per drain.
+                if at <= now && immediate_timeouts < MAX_IMMEDIATE_TIMEOUTS {
+                    immediate_timeouts += 1;
+                    if let Err(error) = engine!(rtc.handle_input(Input::Timeout(now))) {
+                        span.in_scope(|| warn!(%error, "media connection failed"));
+                        failed = true;
+                        break;
+                    }
+                    continue;
+                }
                 if peer
                     .scheduled_timeout
                     .is_none_or(|scheduled| at < scheduled)

@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::sync::Arc;
 
+pub use crate::alloc_audit::IN_ENGINE;
+
 use crate::api::{Command, LeaveReason, ParticipantId, SessionEvent, SfuError};
 use crate::metrics::WorkerMetrics;
 use crate::router::{Router, RouterConfig, Transmit};
