@@ -50,6 +50,8 @@ pub struct Client {
     pub outbox: VecDeque<(SocketAddr, Vec<u8>)>,
     pub timeout: Instant,
     pub frame_count: u64,
+    /// Size of each video frame written (3000 bytes: three RTP packets).
+    pub video_frame_bytes: usize,
 }
 
 pub struct World {
@@ -100,10 +102,19 @@ impl World {
             .expect("the router answers every request synchronously")
     }
 
-    /// Join and send the first offer (publishing audio and video).
+    /// Join and send the first offer, publishing audio and video.
     pub fn join(&mut self, room: &str, name: &str) -> Result<usize, SfuError> {
+        self.join_with(room, name, true)
+    }
+
+    /// Join as a pure subscriber (the first offer carries only a data channel).
+    pub fn join_subscriber(&mut self, room: &str, name: &str) -> Result<usize, SfuError> {
+        self.join_with(room, name, false)
+    }
+
+    fn join_with(&mut self, room: &str, name: &str, publish: bool) -> Result<usize, SfuError> {
         let id = ParticipantId::next();
-        let (events, events_rx) = mpsc::channel(64);
+        let (events, events_rx) = mpsc::channel(4096);
         self.command(|reply| Command::Join {
             room: room.into(),
             participant: id,
@@ -111,14 +122,22 @@ impl World {
             events,
             reply,
         })?;
-        let addr: SocketAddr = format!("10.0.1.{}:4000", self.clients.len() + 1)
+        let n = self.clients.len();
+        let addr: SocketAddr = format!("10.1.{}.{}:4000", n / 250, n % 250 + 1)
             .parse()
             .unwrap();
         let mut rtc = Rtc::builder().build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
-        let video = change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None);
-        let audio = change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None);
+        let (video, audio) = if publish {
+            (
+                Some(change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None)),
+                Some(change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None)),
+            )
+        } else {
+            change.add_channel("roomcast".into());
+            (None, None)
+        };
         let (offer, pending) = change.apply().unwrap();
         let answer = self.command(|reply| Command::Offer {
             participant: id,
@@ -131,8 +150,8 @@ impl World {
             addr,
             rtc,
             events: events_rx,
-            video: Some(video),
-            audio: Some(audio),
+            video,
+            audio,
             tracks: HashMap::new(),
             video_frames: HashMap::new(),
             first_frame_keyframe: HashMap::new(),
@@ -142,6 +161,7 @@ impl World {
             outbox: VecDeque::new(),
             timeout: self.now,
             frame_count: 0,
+            video_frame_bytes: 3000,
         });
         Ok(self.clients.len() - 1)
     }
@@ -280,7 +300,7 @@ pub fn drain_client(client: &mut Client, now: Instant) {
 pub fn write_video(client: &mut Client, now: Instant) {
     let Some(mid) = client.video else { return };
     let keyframe = std::mem::take(&mut client.keyframe_wanted);
-    let mut frame = vec![0x55u8; 3000];
+    let mut frame = vec![0x55u8; client.video_frame_bytes];
     frame[0] = if keyframe { 0x10 } else { 0x11 }; // VP8 frame tag: P bit clear on keyframes
     let time = MediaTime::new(client.frame_count * 90, Frequency::NINETY_KHZ);
     let writer = client.rtc.writer(mid).unwrap();
