@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use roomcast_sfu::ParticipantId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use roomcast_signaling::process::ProcessStats;
+
 use crate::{ClientError, Participant, ParticipantOptions, PublishOptions};
 
 pub const MAX_PARTICIPANTS: usize = 5000;
@@ -228,6 +230,9 @@ pub struct Report {
     pub server_cpu_seconds_per_million_packets: f64,
     pub server_rss_bytes: f64,
     pub streams_per_core_estimate: f64,
+    /// CPU used by this load generator during the window, in % of one core: near 100 % per
+    /// core it uses, the generator (not the server) limits the run.
+    pub generator_cpu_percent: f64,
     /// Churn only.
     pub joins: u64,
     pub join_failures: u64,
@@ -253,6 +258,7 @@ impl Report {
                 "rss_bytes": self.server_rss_bytes,
                 "video_streams_per_core_estimate": self.streams_per_core_estimate,
             },
+            "generator_cpu_percent_of_one_core": self.generator_cpu_percent,
             "churn": {"joins": self.joins, "join_failures": self.join_failures},
             "errors": self.errors,
         })
@@ -347,6 +353,10 @@ impl Report {
                 (
                     "video streams per core (estimate)",
                     format!("{:.0}", self.streams_per_core_estimate),
+                ),
+                (
+                    "load generator CPU",
+                    format!("{:.1} % of one core", self.generator_cpu_percent),
                 ),
             ]);
         }
@@ -528,6 +538,7 @@ async fn run_rooms(
 
     tokio::time::sleep(WARMUP).await;
     let server_before = ServerSample::fetch(&config.server).await?;
+    let generator_before = ProcessStats::read();
     let window_start_us = crate::unix_micros();
     let window_end = Instant::now() + config.duration;
     while Instant::now() < window_end {
@@ -552,7 +563,13 @@ async fn run_rooms(
         }
     }
     let server_after = ServerSample::fetch(&config.server).await?;
+    let generator_after = ProcessStats::read();
     let window_end_us = crate::unix_micros();
+    if let (Some(before), Some(after)) = (generator_before, generator_after) {
+        report.generator_cpu_percent = (after.cpu_seconds - before.cpu_seconds)
+            / config.duration.as_secs_f64().max(1e-3)
+            * 100.0;
+    }
     // Let frames sent just before the window closed arrive.
     tokio::time::sleep(IN_FLIGHT_GRACE).await;
     let count = count_window(&members, window_start_us, window_end_us);
