@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-5}
 cargo build --release --locked --quiet
+mkdir -p target/perf
 log=$(mktemp)
 target/release/roomcast serve --http 127.0.0.1:0 --rtc-port 0 --workers 1 2>"$log" &
 server=$!
@@ -15,5 +16,5 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "${url:-}" ] || { cat "$log" >&2; echo "server did not start" >&2; exit 1; }
-target/release/roomcast load --server "$url" --duration $((minutes * 60)) --json churn-soak.json \
+target/release/roomcast load --server "$url" --duration $((minutes * 60)) --json target/perf/churn-soak.json \
   churn --rooms 4 --size 4 --min-stay-ms 200 --max-stay-ms 800 --leak-check --warmup 30

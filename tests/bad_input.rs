@@ -169,6 +169,32 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
         other => panic!("expected a 1009 close, got {other:?}"),
     }
 
+    // Past the WebSocket layer's own limit (1 MiB) the server does not read the frame at all:
+    // the connection ends (a 1009 close if the client reads it in time, otherwise a reset).
+    let mut ws = connect(&server).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        if ws
+            .send(Message::text("x".repeat(2 * 1024 * 1024)))
+            .await
+            .is_err()
+        {
+            return "send failed";
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) if frame.code == CloseCode::Size => {
+                    return "closed 1009";
+                }
+                Some(Ok(Message::Text(_))) => continue,
+                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+                Some(Err(_)) | None => return "connection ended",
+            }
+        }
+    })
+    .await
+    .expect("a 2 MiB frame must end the connection within 5 s");
+    println!("2 MiB frame: {ended}");
+
     // The bystanders never stopped receiving, and the offender left the room.
     eventually(
         Duration::from_secs(5),

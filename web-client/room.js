@@ -496,6 +496,12 @@ async function addCandidate(pc, init) {
 }
 
 function onServerError({ code, message }) {
+  if (code === 'offer_collision') {
+    // Glare: our offer crossed the server's. The server's offer wins; we roll back when it
+    // arrives, answer it, and offer again from negotiationneeded (docs/protocol.md).
+    console.debug(`roomcast: ${message}`);
+    return;
+  }
   console.warn(`roomcast: server error ${code}: ${message}`);
   if (session.participantId == null) {
     // The join itself was refused (bad name, room full, bad token...).

@@ -352,7 +352,7 @@ impl Session {
         ws: &mut Ws,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ClientError> {
-        // The first offer: our tracks (or a data channel, so the offer is not empty).
+        // The first offer: our tracks, or for a pure subscriber one receive-only m-line.
         let mut change = self.rtc.sdp_api();
         if self.options.publish.is_some() {
             let stream = Some(self.options.name.clone());
@@ -371,7 +371,15 @@ impl Session {
                 None,
             ));
         } else {
-            change.add_channel("roomcast".into());
+            // A viewer offers one receive-only m-line (as a WHEP player would) so the offer
+            // is not empty; the server adds its own m-lines for what it forwards.
+            change.add_media(
+                str0m::media::MediaKind::Video,
+                Direction::RecvOnly,
+                None,
+                None,
+                None,
+            );
         }
         let (offer, pending) = change
             .apply()
