@@ -59,10 +59,8 @@ async fn total_frames(participants: &[Participant]) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
-    let server = Server::start();
-    let room = "abuse";
+/// Two publishers in `room` that already receive each other's video.
+async fn bystanders(server: &Server, room: &str) -> Vec<Participant> {
     let options = |name: &str| ParticipantOptions {
         server: server.url.clone(),
         room: room.into(),
@@ -89,6 +87,37 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
         },
     )
     .await;
+    bystanders
+}
+
+/// The bystanders keep receiving video (60 more frames) and none of them was dropped.
+async fn assert_unaffected(bystanders: &[Participant], frames_before: u64) {
+    eventually(
+        Duration::from_secs(5),
+        "the bystanders to keep receiving video",
+        || {
+            let now: u64 = bystanders
+                .iter()
+                .flat_map(|p| p.stats().remote.into_values())
+                .map(|r| r.video_frames)
+                .sum();
+            if now > frames_before + 60 {
+                Ok(())
+            } else {
+                Err(format!("{now} frames, had {frames_before}"))
+            }
+        },
+    )
+    .await;
+    for p in bystanders {
+        assert!(p.stats().ended.is_none(), "{:?}", p.stats().ended);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
+    let server = Server::start();
+    let bystanders = bystanders(&server, "abuse").await;
     let frames_before = total_frames(&bystanders).await;
 
     let mut ws = connect(&server).await;
@@ -196,23 +225,7 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
     println!("2 MiB frame: {ended}");
 
     // The bystanders never stopped receiving, and the offender left the room.
-    eventually(
-        Duration::from_secs(5),
-        "the bystanders to keep receiving video",
-        || {
-            let now: u64 = bystanders
-                .iter()
-                .flat_map(|p| p.stats().remote.into_values())
-                .map(|r| r.video_frames)
-                .sum();
-            if now > frames_before + 60 {
-                Ok(())
-            } else {
-                Err(format!("{now} frames, had {frames_before}"))
-            }
-        },
-    )
-    .await;
+    assert_unaffected(&bystanders, frames_before).await;
     eventually(
         Duration::from_secs(5),
         "the offender to be removed from the room",
@@ -222,41 +235,13 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
         },
     )
     .await;
-    for p in &bystanders {
-        assert!(p.stats().ended.is_none(), "{:?}", p.stats().ended);
-    }
     assert!(server.metric("roomcast_signaling_errors_total") >= 14);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_are_dropped_and_counted() {
     let server = Server::start_with(&["--workers", "1"]);
-    let options = |name: &str| ParticipantOptions {
-        server: server.url.clone(),
-        room: "udp".into(),
-        name: name.into(),
-        publish: Some(PublishOptions::default()),
-        bind_ip: "127.0.0.1".parse().unwrap(),
-    };
-    let bystanders = vec![
-        Participant::join(options("alice")).await.unwrap(),
-        Participant::join(options("bob")).await.unwrap(),
-    ];
-    eventually(
-        Duration::from_secs(15),
-        "the bystanders to exchange video",
-        || {
-            let ok = bystanders
-                .iter()
-                .all(|p| p.stats().remote.values().any(|r| r.video_frames > 10));
-            if ok {
-                Ok(())
-            } else {
-                Err("no video yet".into())
-            }
-        },
-    )
-    .await;
+    let bystanders = bystanders(&server, "udp").await;
     let frames_before = total_frames(&bystanders).await;
     let media = server.media_addrs()[0];
     let dropped_before = server.metric("roomcast_udp_datagrams_dropped_total");
@@ -291,24 +276,5 @@ async fn garbage_datagrams_are_dropped_and_counted() {
         },
     )
     .await;
-    eventually(
-        Duration::from_secs(5),
-        "the bystanders to keep receiving video",
-        || {
-            let now: u64 = bystanders
-                .iter()
-                .flat_map(|p| p.stats().remote.into_values())
-                .map(|r| r.video_frames)
-                .sum();
-            if now > frames_before + 60 {
-                Ok(())
-            } else {
-                Err(format!("{now} frames, had {frames_before}"))
-            }
-        },
-    )
-    .await;
-    for p in &bystanders {
-        assert!(p.stats().ended.is_none(), "{:?}", p.stats().ended);
-    }
+    assert_unaffected(&bystanders, frames_before).await;
 }

@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use roomcast_sfu::core::keyframe::{VideoCodec, starts_keyframe};
 use roomcast_sfu::core::rewrite::{IncomingPacket, RtpRewriter};
 use roomcast_sfu::router::Transmit;
-use roomcast_sfu::testing::{World, drain_client, write_video};
+use roomcast_sfu::testing::World;
 
 struct Discard;
 
@@ -89,23 +89,13 @@ fn fan_out(c: &mut Criterion) {
                 for _ in 0..iterations {
                     // Simulated time moves slowly so a long measurement stays well inside
                     // the subscribers' silence timeout (they are not answering here).
-                    world.now += Duration::from_micros(5);
-                    let now = world.now;
-                    let publisher = &mut world.clients[0];
-                    publisher.keyframe_wanted = false;
-                    write_video(publisher, now);
-                    publisher
-                        .rtc
-                        .handle_input(str0m::Input::Timeout(now))
-                        .unwrap();
-                    drain_client(publisher, now);
-                    let source = publisher.addr;
-                    while let Some((_, datagram)) = world.clients[0].outbox.pop_front() {
+                    let (source, datagrams) = world.send_delta_frame(0, Duration::from_micros(5));
+                    for datagram in datagrams {
                         let started = Instant::now();
                         world
                             .router
-                            .handle_datagram(now, source, &datagram, &mut Discard);
-                        world.router.handle_timeout(now, &mut Discard);
+                            .handle_datagram(world.now, source, &datagram, &mut Discard);
+                        world.router.handle_timeout(world.now, &mut Discard);
                         timed += started.elapsed();
                     }
                 }

@@ -166,6 +166,29 @@ impl World {
         Ok(self.clients.len() - 1)
     }
 
+    /// Advance the clock by `advance`, have client `index` send one delta video frame, and
+    /// return its address and the datagrams it produced, without delivering them: for
+    /// benchmarks and tests that feed the router by hand.
+    pub fn send_delta_frame(
+        &mut self,
+        index: usize,
+        advance: Duration,
+    ) -> (SocketAddr, Vec<Vec<u8>>) {
+        self.now += advance;
+        let now = self.now;
+        let client = &mut self.clients[index];
+        client.keyframe_wanted = false;
+        write_video(client, now);
+        client.rtc.handle_input(Input::Timeout(now)).unwrap();
+        drain_client(client, now);
+        let datagrams = client
+            .outbox
+            .drain(..)
+            .map(|(_, datagram)| datagram)
+            .collect();
+        (client.addr, datagrams)
+    }
+
     pub fn leave(&mut self, index: usize) {
         let client = self.clients.remove(index);
         self.router.handle_command(

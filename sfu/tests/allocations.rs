@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use roomcast_sfu::router::Transmit;
-use roomcast_sfu::testing::{IN_ENGINE, World, drain_client, write_video};
+use roomcast_sfu::testing::{IN_ENGINE, World};
 
 struct CountingAllocator;
 
@@ -84,19 +84,9 @@ fn forwarding_allocates_nothing_of_its_own_per_packet() {
 
     let mut datagrams = 0u64;
     for _ in 0..PACKETS {
-        world.now += Duration::from_micros(200);
+        let (source, outgoing) = world.send_delta_frame(0, Duration::from_micros(200));
         let now = world.now;
-        let publisher = &mut world.clients[0];
-        publisher.keyframe_wanted = false;
-        write_video(publisher, now);
-        publisher
-            .rtc
-            .handle_input(str0m::Input::Timeout(now))
-            .unwrap();
-        drain_client(publisher, now);
-        let source = publisher.addr;
-        let outgoing: Vec<(SocketAddr, Vec<u8>)> = publisher.outbox.drain(..).collect();
-        for (_, datagram) in &outgoing {
+        for datagram in &outgoing {
             datagrams += 1;
             COUNTING.with(|c| c.set(true));
             world
