@@ -166,6 +166,30 @@ async fn participants_receive_each_other_leave_and_join_late() {
             .all(|p| p.stats().keyframe_requests_received > 0)
     );
 
+    // A participant that vanishes without a word (a killed tab: no `leave`, the WebSocket and
+    // media just stop) is gone for the others within 2 s as well.
+    let vanishing = participants.pop().unwrap();
+    let vanished_id = vanishing.id();
+    vanishing.abort();
+    let vanished_at = Instant::now();
+    eventually(
+        Duration::from_secs(2),
+        "the others to see the vanished participant go",
+        || {
+            for p in participants.iter().chain(std::iter::once(&late)) {
+                if !p.stats().left.contains_key(&vanished_id) {
+                    return Err(format!("{} not told about {vanished_id}", p.id()));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    println!(
+        "vanished participant removed in {:?}",
+        vanished_at.elapsed()
+    );
+
     late.leave().await;
     for p in participants {
         p.leave().await;
