@@ -9,7 +9,9 @@
 //      from requestVideoFrameCallback metadata), and the room sees and hears it too.
 //   4. The fifth page clicks Leave: it is back at the form with camera and connection closed,
 //      and the others drop its tile.
-//   5. No page logged a console error or threw.
+//   5. A tab is killed (renderer crash: no unload handler, no leave message): within 2 s the
+//      others drop its tile and tracks, from the WebSocket close alone.
+//   6. No page logged a console error or threw.
 // The measured numbers are printed (they show up as `# ...` lines in the TAP output). On a
 // failure the server log, each page's console, state and a screenshot go to test-output/browser/.
 //
@@ -299,6 +301,39 @@ step('the leave button leaves the room and returns to the form', async () => {
     return true;
   }, { timeout: 5_000, interval: 50, message: `${pageLabel(page)} to drop p5 after it left` })));
   pages.splice(pages.indexOf(leaver), 1);
+});
+
+step(`a killed tab (renderer crash, no leave message) disappears from the others within ${DEPARTURE_BOUND_MS} ms`, async () => {
+  const victim = pages.find((page) => pageLabel(page) === 'p3');
+  const staying = pages.filter((page) => page !== victim);
+  const victimId = (await sessionInfo(victim)).participantId;
+  const midsByPage = await Promise.all(staying.map(async (page) => {
+    const trx = await transceivers(page);
+    return trx.filter((t) => t.mappedTo?.participant_id === victimId).map((t) => t.mid);
+  }));
+  await Promise.all(staying.map((page, i) => watchDeparture(page, victimId, midsByPage[i])));
+
+  // Crash the renderer: no unload handlers run, so the server only sees the WebSocket drop.
+  const cdp = await victim.context().newCDPSession(victim);
+  const killedAt = Date.now();
+  await cdp.send('Page.crash').catch(() => {}); // the call itself dies with the page
+  const records = await Promise.all(staying.map((page) => waitFor(async () => {
+    const record = await departureRecord(page);
+    if (record?.tileGoneAt == null || record?.tracksDeadAt == null) throw new Error(`${pageLabel(page)}: ${JSON.stringify(record)}`);
+    return record;
+  }, { timeout: DEPARTURE_BOUND_MS + 8_000, interval: 100, message: `${pageLabel(page)} to drop p3's tile and tracks` })));
+  const measured = staying.map((page, i) => ({
+    page: pageLabel(page),
+    tileGoneMs: records[i].tileGoneAt - killedAt,
+    tracksDeadMs: records[i].tracksDeadAt - killedAt,
+  }));
+  console.log(`killed tab departure (ms after the crash): ${JSON.stringify(measured)}`);
+  for (const m of measured) {
+    assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: p3's tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+    assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: p3's tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+  }
+  pages.splice(pages.indexOf(victim), 1);
+  allPages.splice(allPages.indexOf(victim), 1); // a crashed page's own log is not the client's fault
 });
 
 step('no page logged an error', async () => {
