@@ -316,7 +316,8 @@ step(`a killed tab (renderer crash, no leave message) disappears from the others
   // Crash the renderer: no unload handlers run, so the server only sees the WebSocket drop.
   const cdp = await victim.context().newCDPSession(victim);
   const killedAt = Date.now();
-  await cdp.send('Page.crash').catch(() => {}); // the call itself dies with the page
+  // Not awaited: the reply never comes from a page that crashed.
+  cdp.send('Page.crash').catch(() => {});
   const records = await Promise.all(staying.map((page) => waitFor(async () => {
     const record = await departureRecord(page);
     if (record?.tileGoneAt == null || record?.tracksDeadAt == null) throw new Error(`${pageLabel(page)}: ${JSON.stringify(record)}`);
