@@ -171,7 +171,8 @@ pub enum SessionEvent {
     },
 }
 
-/// Why a command failed. `code()` is stable; the display text is for people.
+/// Why a command failed. The signaling edge maps each to a stable protocol error code; the
+/// display text is for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuError {
     /// The participant is not in a room on this worker (never joined, or already removed).
@@ -191,21 +192,6 @@ pub enum SfuError {
     BadCandidate(String),
     /// The worker has stopped (shutdown or crash).
     WorkerGone,
-}
-
-impl SfuError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            SfuError::UnknownParticipant(_) => "not_joined",
-            SfuError::AlreadyJoined(_) => "already_joined",
-            SfuError::RoomFull { .. } => "room_full",
-            SfuError::BadSdp(_) => "bad_sdp",
-            SfuError::NoPendingOffer => "no_pending_offer",
-            SfuError::OfferCollision => "offer_collision",
-            SfuError::BadCandidate(_) => "bad_candidate",
-            SfuError::WorkerGone => "internal",
-        }
-    }
 }
 
 impl fmt::Display for SfuError {
