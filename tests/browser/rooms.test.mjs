@@ -171,8 +171,13 @@ step('four participants see and hear each other', async () => {
   }));
 });
 
-step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`, async () => {
-  const leaving = pages.find((page) => pageLabel(page) === 'p4');
+/**
+ * Make the page labelled `label` go by running `departAction(page)`, and assert that within
+ * DEPARTURE_BOUND_MS (measured from just before the action) every other page has removed its
+ * tile and no longer has live receivers for its audio and video mids. Returns the others.
+ */
+async function assertDeparture(label, how, departAction) {
+  const leaving = pages.find((page) => pageLabel(page) === label);
   const staying = pages.filter((page) => page !== leaving);
   const leavingId = (await sessionInfo(leaving)).participantId;
 
@@ -180,14 +185,14 @@ step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`,
   const midsByPage = await Promise.all(staying.map(async (page) => {
     const trx = await transceivers(page);
     const mids = trx.filter((t) => t.mappedTo?.participant_id === leavingId).map((t) => t.mid);
-    assert.equal(mids.length, 2, `${pageLabel(page)}: expected an audio and a video mid for p4, got ${JSON.stringify(trx)}`);
+    assert.equal(mids.length, 2, `${pageLabel(page)}: expected an audio and a video mid for ${label}, got ${JSON.stringify(trx)}`);
     return mids;
   }));
   await Promise.all(staying.map((page, i) => watchDeparture(page, leavingId, midsByPage[i])));
 
-  const closedAt = Date.now();
-  await leaving.close();
-  const closeReturnedAt = Date.now();
+  const startedAt = Date.now();
+  await departAction(leaving);
+  const actionTookMs = Date.now() - startedAt;
 
   const records = await Promise.all(staying.map((page) => waitFor(async () => {
     const record = await departureRecord(page);
@@ -195,22 +200,27 @@ step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`,
       throw new Error(`${pageLabel(page)}: ${JSON.stringify(record)}; transceivers: ${JSON.stringify(await transceivers(page))}`);
     }
     return record;
-  }, { timeout: DEPARTURE_BOUND_MS + 8_000, interval: 100, message: `${pageLabel(page)} to drop p4's tile and tracks` })));
+  }, { timeout: DEPARTURE_BOUND_MS + 8_000, interval: 100, message: `${pageLabel(page)} to drop ${label}'s tile and tracks` })));
 
   const measured = staying.map((page, i) => ({
     page: pageLabel(page),
-    tileGoneMs: records[i].tileGoneAt - closedAt,
-    tracksDeadMs: records[i].tracksDeadAt - closedAt,
+    tileGoneMs: records[i].tileGoneAt - startedAt,
+    tracksDeadMs: records[i].tracksDeadAt - startedAt,
   }));
-  console.log(`departure (ms after page.close(); page.close() itself took ${closeReturnedAt - closedAt} ms): ${JSON.stringify(measured)}`);
+  console.log(`departure by ${how} (ms after it started; the action itself took ${actionTookMs} ms): ${JSON.stringify(measured)}`);
   for (const m of measured) {
-    assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
-    assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: p4's tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+    assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: ${label}'s tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
+    assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: ${label}'s tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
   }
+  pages.splice(pages.indexOf(leaving), 1);
+  return { leaving, staying };
+}
+
+step(`a closed page disappears from the others within ${DEPARTURE_BOUND_MS} ms`, async () => {
+  const { staying } = await assertDeparture('p4', 'page.close()', (page) => page.close());
   for (const page of staying) {
     assert.equal(await page.textContent('#participant-count'), '3 participants', `${pageLabel(page)}: header count`);
   }
-  pages.splice(pages.indexOf(leaving), 1);
 });
 
 step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_BOUND_MS} ms of connecting`, async () => {
@@ -304,37 +314,13 @@ step('the leave button leaves the room and returns to the form', async () => {
 });
 
 step(`a killed tab (renderer crash, no leave message) disappears from the others within ${DEPARTURE_BOUND_MS} ms`, async () => {
-  const victim = pages.find((page) => pageLabel(page) === 'p3');
-  const staying = pages.filter((page) => page !== victim);
-  const victimId = (await sessionInfo(victim)).participantId;
-  const midsByPage = await Promise.all(staying.map(async (page) => {
-    const trx = await transceivers(page);
-    return trx.filter((t) => t.mappedTo?.participant_id === victimId).map((t) => t.mid);
-  }));
-  await Promise.all(staying.map((page, i) => watchDeparture(page, victimId, midsByPage[i])));
-
   // Crash the renderer: no unload handlers run, so the server only sees the WebSocket drop.
-  const cdp = await victim.context().newCDPSession(victim);
-  const killedAt = Date.now();
-  // Not awaited: the reply never comes from a page that crashed.
-  cdp.send('Page.crash').catch(() => {});
-  const records = await Promise.all(staying.map((page) => waitFor(async () => {
-    const record = await departureRecord(page);
-    if (record?.tileGoneAt == null || record?.tracksDeadAt == null) throw new Error(`${pageLabel(page)}: ${JSON.stringify(record)}`);
-    return record;
-  }, { timeout: DEPARTURE_BOUND_MS + 8_000, interval: 100, message: `${pageLabel(page)} to drop p3's tile and tracks` })));
-  const measured = staying.map((page, i) => ({
-    page: pageLabel(page),
-    tileGoneMs: records[i].tileGoneAt - killedAt,
-    tracksDeadMs: records[i].tracksDeadAt - killedAt,
-  }));
-  console.log(`killed tab departure (ms after the crash): ${JSON.stringify(measured)}`);
-  for (const m of measured) {
-    assert.ok(m.tileGoneMs <= DEPARTURE_BOUND_MS, `${m.page}: p3's tile removed after ${m.tileGoneMs} ms (bound ${DEPARTURE_BOUND_MS})`);
-    assert.ok(m.tracksDeadMs <= DEPARTURE_BOUND_MS, `${m.page}: p3's tracks stopped after ${m.tracksDeadMs} ms (bound ${DEPARTURE_BOUND_MS})`);
-  }
-  pages.splice(pages.indexOf(victim), 1);
-  allPages.splice(allPages.indexOf(victim), 1); // a crashed page's own log is not the client's fault
+  const { leaving } = await assertDeparture('p3', 'renderer crash', async (page) => {
+    const cdp = await page.context().newCDPSession(page);
+    // Not awaited: the reply never comes from a page that crashed.
+    cdp.send('Page.crash').catch(() => {});
+  });
+  allPages.splice(allPages.indexOf(leaving), 1); // a crashed page's own log is not the client's fault
 });
 
 step('no page logged an error', async () => {
