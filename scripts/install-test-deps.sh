@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what roomcast's tests need beyond Rust and Node: Debian's Chromium (driven by
-# playwright-core; never a downloaded browser) and the npm packages in package-lock.json.
+# playwright-core; never a downloaded browser), ffmpeg (the OBS stand-in pushing RTMP), and the
+# npm packages in package-lock.json.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+command -v ffmpeg >/dev/null 2>&1 || apt_packages+=(ffmpeg)
 
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else

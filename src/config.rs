@@ -11,6 +11,7 @@ use serde::Deserialize;
 const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 const DEFAULT_RTC_PORT: u16 = 7882;
 const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+const DEFAULT_RTMP_PORT: u16 = 1935;
 
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -42,8 +43,34 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_PARTICIPANTS", value_name = "N")]
     max_participants: Option<usize>,
 
+    /// RTMP ingest listen address (OBS: Server `rtmp://HOST/live`, Stream Key = the key).
+    /// Port 0 picks a free port (logged). [default: the --http address's IP, port 1935]
+    #[arg(long, env = "ROOMCAST_RTMP", value_name = "ADDR:PORT")]
+    rtmp: Option<SocketAddr>,
+
+    /// End RTMP broadcasts whose H.264 carries B-frames instead of passing them on with a
+    /// warning (WebRTC players show B-frame streams with stutter).
+    #[arg(long, env = "ROOMCAST_REFUSE_BFRAMES")]
+    refuse_bframes: bool,
+
+    /// API key: with --api-secret, turns dev mode off; every join, stream key and WHEP request
+    /// then needs an access token (`roomcast token create`).
+    #[arg(long, env = "ROOMCAST_API_KEY", value_name = "KEY")]
+    api_key: Option<String>,
+
+    /// API secret that signs access tokens (HS256). Keep it out of shell history: prefer the
+    /// environment variable or the config file.
+    #[arg(
+        long,
+        env = "ROOMCAST_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    api_secret: Option<String>,
+
     /// TOML file with any of the settings above (keys: http, rtc_port, public_ip, rtc_bind,
-    /// workers, max_participants). Flags and environment variables override it.
+    /// workers, max_participants, rtmp, refuse_bframes, api_key, api_secret). Flags and
+    /// environment variables override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -57,14 +84,24 @@ struct FileConfig {
     rtc_bind: Option<IpAddr>,
     workers: Option<usize>,
     max_participants: Option<usize>,
+    rtmp: Option<SocketAddr>,
+    refuse_bframes: Option<bool>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct ServeConfig {
     pub http: SocketAddr,
     pub sfu: SfuConfig,
-    pub dev_mode: bool,
+    pub rtmp: SocketAddr,
+    pub refuse_bframes: bool,
+    /// `None` is dev mode.
+    pub credentials: Option<roomcast_auth::ApiCredentials>,
 }
+
+/// Shorter secrets are refused: HS256 wants at least 256 bits of key material.
+const MIN_SECRET_BYTES: usize = roomcast_auth::MIN_SECRET_LEN;
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> Result<Self, String> {
@@ -105,8 +142,36 @@ impl ServeConfig {
         if max_participants == 0 {
             return Err("--max-participants must be at least 1".into());
         }
+        let credentials = match (
+            args.api_key.or(file.api_key),
+            args.api_secret.or(file.api_secret),
+        ) {
+            (None, None) => None,
+            (Some(key), Some(secret)) => {
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(format!(
+                        "--api-secret must be at least {MIN_SECRET_BYTES} bytes (got {}); \
+                         generate one with `openssl rand -base64 32`",
+                        secret.len()
+                    ));
+                }
+                Some(roomcast_auth::ApiCredentials::new(key, secret))
+            }
+            _ => {
+                return Err(
+                    "set both --api-key and --api-secret (or neither, for dev mode)".into(),
+                );
+            }
+        };
+        let rtmp = args
+            .rtmp
+            .or(file.rtmp)
+            .unwrap_or(SocketAddr::new(http.ip(), DEFAULT_RTMP_PORT));
         Ok(ServeConfig {
             http,
+            rtmp,
+            refuse_bframes: args.refuse_bframes || file.refuse_bframes.unwrap_or(false),
+            credentials,
             sfu: SfuConfig {
                 workers,
                 bind_ip,
@@ -114,8 +179,6 @@ impl ServeConfig {
                 announce_ip: public_ip,
                 max_participants_per_room: max_participants,
             },
-            // Access control (API keys and tokens) is not built yet: every room is open.
-            dev_mode: true,
         })
     }
 }
@@ -131,7 +194,8 @@ mod tests {
         assert_eq!(config.sfu.bind_ip, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(config.sfu.announce_ip, None);
         assert_eq!(config.sfu.rtc_port, DEFAULT_RTC_PORT);
-        assert!(config.dev_mode);
+        assert!(config.credentials.is_none(), "dev mode");
+        assert_eq!(config.rtmp, "127.0.0.1:1935".parse().unwrap());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod config;
 mod load;
+mod token;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use roomcast_sfu::Sfu;
-use roomcast_signaling::{AppState, SignalingMetrics};
+use roomcast_signaling::AppState;
+use roomcast_signaling::rtmp::RtmpConfig;
 use tracing::{error, info, warn};
 
 use crate::config::{ServeArgs, ServeConfig};
@@ -34,12 +36,15 @@ enum Commands {
     Serve(ServeArgs),
     /// Load a running server with str0m participants and measure it (rooms, broadcast, churn).
     Load(load::LoadArgs),
+    /// Access tokens: `roomcast token create --room R --identity I` mints one.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Commands::Token(args) => token::run(args),
         Commands::Load(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -103,18 +108,42 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
             worker.announced_addr()
         );
     }
-    if config.dev_mode {
+    if config.credentials.is_none() {
         warn!(
             "DEV MODE: rooms are open, no token is needed; anyone who can reach {http_addr} can join any room. \
              Fine on a laptop; do not expose it."
         );
     }
-    let state = Arc::new(AppState {
-        sfu: sfu.clone(),
-        dev_mode: config.dev_mode,
-        ice_servers: Vec::new(),
-        metrics: SignalingMetrics::default(),
-    });
+    let rtmp_listener = tokio::net::TcpListener::bind(config.rtmp)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen for RTMP on {}: {e} (change it with --rtmp)",
+                config.rtmp
+            )
+        })?;
+    let rtmp_addr = rtmp_listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState::new(
+        sfu.clone(),
+        config.credentials,
+        Vec::new(),
+        RtmpConfig {
+            refuse_bframes: config.refuse_bframes,
+        },
+    ));
+    tokio::spawn(roomcast_signaling::rtmp::serve(
+        rtmp_listener,
+        state.clone(),
+    ));
+    info!("RTMP listening on rtmp://{rtmp_addr}");
+    info!(
+        "OBS: Server rtmp://{rtmp_addr}/live, Stream Key = {}; viewers open http://{http_addr}/watch/<room>",
+        if state.dev_mode {
+            "the room name"
+        } else {
+            "a token from `roomcast token create --grant ingest`"
+        }
+    );
     info!("HTTP listening on http://{http_addr}");
     info!("open http://{http_addr}/?room=demo&name=Ada in a browser to join room \"demo\"");
 

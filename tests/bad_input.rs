@@ -278,3 +278,59 @@ async fn garbage_datagrams_are_dropped_and_counted() {
     .await;
     assert_unaffected(&bystanders, frames_before).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_dev_mode_joins_need_a_token_for_the_room_and_publishing_needs_the_grant() {
+    const SECRET: &str = "an-api-secret-for-tests-32-bytes-or-more";
+    let server = Server::start_with(&["--api-key", "k1", "--api-secret", SECRET]);
+    let mint = |room: &str, grants: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["token", "create", "--api-key", "k1", "--api-secret", SECRET])
+            .args(["--room", room, "--identity", "ada", "--name", "Ada L."])
+            .args(["--grant", grants])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let join = |token: Option<String>| {
+        let mut message = serde_json::json!({"type": "join", "room": "team", "name": "x"});
+        if let Some(token) = token {
+            message["token"] = token.into();
+        }
+        message.to_string()
+    };
+    let mut ws = connect(&server).await;
+    expect_error(&mut ws, join(None), "unauthorized").await;
+    expect_error(&mut ws, join(Some("a.b.c".into())), "unauthorized").await;
+    expect_error(
+        &mut ws,
+        join(Some(mint("other", "subscribe"))),
+        "unauthorized",
+    )
+    .await;
+
+    // A viewer token joins under the token's name but cannot publish.
+    ws.send(Message::text(join(Some(mint("team", "subscribe")))))
+        .await
+        .unwrap();
+    let joined = next_json(&mut ws).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["dev_mode"], false, "{joined}");
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    let offer = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
+    expect_error(&mut ws, offer, "forbidden").await;
+
+    // With the publish grant the same offer reaches the SFU (which judges the SDP itself).
+    let mut publisher = connect(&server).await;
+    publisher
+        .send(Message::text(join(Some(mint("team", "publish,subscribe")))))
+        .await
+        .unwrap();
+    let joined = next_json(&mut publisher).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    let offer = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
+    expect_error(&mut publisher, offer, "bad_sdp").await;
+    assert!(server.log_text().contains("join refused"));
+}

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod whep;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -7,6 +7,8 @@
 //! No edge ever touches a str0m type: SDP and candidates cross this boundary as strings.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -105,6 +107,48 @@ pub struct OfferedTrack {
     pub kind: MediaKind,
 }
 
+/// What a participant receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    /// Every track in the room, each offered by the server as it is published (rooms).
+    AllTracks,
+    /// Nothing: a publish-only participant (RTMP or WHIP ingest).
+    Nothing,
+    /// The room's host: the first audio and first video publisher, played on the m-lines of the
+    /// client's own offer and followed across host changes without renegotiation (WHEP
+    /// viewers). Such participants are invisible to the room: no join/leave events either way.
+    Host,
+}
+
+/// A frame from an ingest edge (RTMP), already packetized into RTP payloads.
+#[derive(Debug)]
+pub struct IngestFrame {
+    /// Identifies the source session: a new value (the encoder reconnected) makes subscribers'
+    /// rewriters treat what follows as a restarted stream.
+    pub source_id: u32,
+    /// Media timestamp in the track's RTP clock (90 kHz video, 48 kHz Opus).
+    pub rtp_timestamp: u32,
+    /// When this frame was captured, on the same clock for every track of the participant:
+    /// str0m maps it to NTP in sender reports, which is how receivers sync audio and video.
+    pub capture_time: Instant,
+    /// The frame is an H.264 IDR access unit (always true for audio).
+    pub keyframe: bool,
+    /// RTP payloads in order; the marker bit of each.
+    pub payloads: Vec<(Arc<[u8]>, bool)>,
+}
+
+/// A room as the HTTP API and viewer pages see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Participants, viewers included.
+    pub participants: usize,
+    /// Participants that publish nothing (WHEP viewers and silent room members).
+    pub viewers: usize,
+    /// The first participant (in join order) that publishes a track.
+    pub host: Option<ParticipantSummary>,
+}
+
 /// Commands from an edge to the worker that owns the room.
 #[derive(Debug)]
 pub enum Command {
@@ -112,6 +156,7 @@ pub enum Command {
         room: String,
         participant: ParticipantId,
         name: String,
+        subscription: Subscription,
         /// Where this participant's events go. Bounded: a participant whose stream is full is
         /// removed with [`LeaveReason::SlowClient`] rather than stalling the worker.
         events: mpsc::Sender<SessionEvent>,
@@ -138,6 +183,23 @@ pub enum Command {
     Leave {
         participant: ParticipantId,
         reason: LeaveReason,
+    },
+    /// Add a track fed by [`Command::IngestFrame`] to a participant without a WebRTC session
+    /// (an RTMP host): H.264 for video, Opus for audio.
+    PublishIngest {
+        participant: ParticipantId,
+        kind: MediaKind,
+        reply: oneshot::Sender<Result<TrackId, SfuError>>,
+    },
+    /// One frame for an ingest track; forwarded to every subscriber.
+    IngestFrame {
+        participant: ParticipantId,
+        track: TrackId,
+        frame: IngestFrame,
+    },
+    RoomInfo {
+        room: String,
+        reply: oneshot::Sender<Option<RoomInfo>>,
     },
     /// Stop the worker after removing every participant with [`LeaveReason::ServerShutdown`].
     Shutdown,
@@ -192,6 +254,8 @@ pub enum SfuError {
     BadCandidate(String),
     /// The worker has stopped (shutdown or crash).
     WorkerGone,
+    /// Ingest tracks are only for participants without a WebRTC session.
+    NotIngest(ParticipantId),
 }
 
 impl fmt::Display for SfuError {
@@ -212,6 +276,12 @@ impl fmt::Display for SfuError {
             ),
             SfuError::BadCandidate(why) => write!(f, "ICE candidate rejected: {why}"),
             SfuError::WorkerGone => write!(f, "the media worker for this room has stopped"),
+            SfuError::NotIngest(id) => {
+                write!(
+                    f,
+                    "participant {id} has a WebRTC session; it cannot take ingest tracks"
+                )
+            }
         }
     }
 }

@@ -37,8 +37,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 pub use api::{
-    Command, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary, SessionEvent,
-    SfuError, TrackId, TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary,
+    RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSummary,
 };
 pub use router::{Router, RouterConfig};
 use tokio::sync::mpsc;

@@ -20,7 +20,7 @@ use str0m::rtp::Ssrc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::api::{LeaveReason, MediaKind, ParticipantId, SessionEvent, TrackId};
+use crate::api::{LeaveReason, MediaKind, ParticipantId, SessionEvent, Subscription, TrackId};
 use crate::core::rewrite::RtpRewriter;
 use crate::core::throttle::KeyframeRequestThrottle;
 
@@ -31,12 +31,15 @@ pub(crate) struct Peer {
     pub id: ParticipantId,
     pub name: String,
     pub room: String,
+    pub subscription: Subscription,
     pub span: tracing::Span,
     events: mpsc::Sender<SessionEvent>,
     pub rtc: Option<Rtc>,
     pub producers: Vec<Producer>,
     /// Slots; `None` is a free slot that the next consumer reuses.
     pub consumers: Vec<Option<Consumer>>,
+    /// [`Subscription::Host`] only: the client's receive m-lines, each playing the room's host.
+    pub host_slots: Vec<HostSlot>,
     pub pending_offer: Option<SdpPendingOffer>,
     /// The deadline this peer has in the router's timer heap, if any.
     pub scheduled_timeout: Option<Instant>,
@@ -61,8 +64,27 @@ pub(crate) struct Producer {
     pub codecs: Vec<PayloadParams>,
     pub consumers: Vec<ConsumerRef>,
     pub keyframe_throttle: KeyframeRequestThrottle,
+    /// Set for tracks fed by an ingest edge rather than a WebRTC session.
+    pub ingest: Option<IngestTrack>,
 }
 
+/// The sending side of an ingest track: the router numbers its packets.
+pub(crate) struct IngestTrack {
+    pub params: PayloadParams,
+    /// Extended sequence number of the next packet.
+    pub next_seq: u64,
+}
+
+/// A client receive m-line that plays the room host's track of its kind.
+pub(crate) struct HostSlot {
+    pub kind: MediaKind,
+    pub mid: Mid,
+    /// The consumer slot while bound to a producer.
+    pub consumer: Option<usize>,
+    /// The rewriter of the last consumer, kept while unbound so the subscriber's sequence
+    /// numbers and timestamps continue across host changes.
+    pub rewriter: Option<RtpRewriter>,
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConsumerRef {
     pub peer: PeerIndex,
@@ -112,6 +134,7 @@ impl Peer {
         id: ParticipantId,
         name: String,
         room: String,
+        subscription: Subscription,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
         let span =
@@ -120,11 +143,13 @@ impl Peer {
             id,
             name,
             room,
+            subscription,
             span,
             events,
             rtc: None,
             producers: Vec::new(),
             consumers: Vec::new(),
+            host_slots: Vec::new(),
             pending_offer: None,
             scheduled_timeout: None,
             remote_addrs: Vec::new(),
@@ -179,6 +204,9 @@ impl Peer {
     /// The negotiated parameters of payload type `pt` on producer `index`.
     pub fn producer_codec(&mut self, index: usize, pt: Pt) -> Option<PayloadParams> {
         let producer = &mut self.producers[index];
+        if let Some(ingest) = &producer.ingest {
+            return Some(ingest.params);
+        }
         if let Some(params) = producer.codecs.iter().find(|p| p.pt() == pt) {
             return Some(*params);
         }

@@ -29,22 +29,25 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
 use crate::alloc_audit::engine;
 use crate::api::{
-    Command, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary, SessionEvent,
-    SfuError, TrackId, TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary,
+    RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSummary,
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
 use crate::core::throttle::KeyframeRequestThrottle;
 use crate::metrics::WorkerMetrics;
-use crate::peer::{Consumer, ConsumerRef, ConsumerState, Peer, PeerIndex, Producer};
+use crate::peer::{
+    Consumer, ConsumerRef, ConsumerState, HostSlot, IngestTrack, Peer, PeerIndex, Producer,
+};
 
 /// Where the router's outgoing datagrams go: the worker's UDP socket, or a test's queue.
 pub trait Transmit {
@@ -85,6 +88,11 @@ pub struct Router {
     next_track: u64,
     next_liveness_check: Option<Instant>,
     metrics: Arc<WorkerMetrics>,
+    /// What ingest tracks are declared as: H.264 constrained baseline, packetization mode 1
+    /// (what every browser decodes; x264's High profile streams decode under it too, since
+    /// decoders take the profile from the SPS), and Opus.
+    ingest_h264: PayloadParams,
+    ingest_opus: PayloadParams,
 }
 
 /// What [`drain`] saw and the router acts on after the drain.
@@ -101,6 +109,20 @@ struct Queues {
 
 impl Router {
     pub fn new(config: RouterConfig, dtls_cert: DtlsCert, metrics: Arc<WorkerMetrics>) -> Self {
+        let mut codecs = server_codecs(RtcConfig::new());
+        let ingest_h264 = *codecs
+            .codec_config()
+            .find(|p| {
+                let spec = p.spec();
+                spec.codec == Codec::H264
+                    && spec.format.profile_level_id == Some(0x42e01f)
+                    && spec.format.packetization_mode == Some(1)
+            })
+            .expect("the server codecs include H.264 42e01f in packetization mode 1");
+        let ingest_opus = *codecs
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .expect("the server codecs include Opus");
         Router {
             config,
             dtls_cert,
@@ -114,6 +136,8 @@ impl Router {
             next_track: 1,
             next_liveness_check: None,
             metrics,
+            ingest_h264,
+            ingest_opus,
         }
     }
 
@@ -258,10 +282,11 @@ impl Router {
                 room,
                 participant,
                 name,
+                subscription,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, participant, name, events));
+                let _ = reply.send(self.join(room, participant, name, subscription, events));
             }
             Command::Offer {
                 participant,
@@ -298,6 +323,21 @@ impl Router {
                     self.queues.to_remove.push(index);
                 }
             }
+            Command::PublishIngest {
+                participant,
+                kind,
+                reply,
+            } => {
+                let _ = reply.send(self.publish_ingest(participant, kind));
+            }
+            Command::IngestFrame {
+                participant,
+                track,
+                frame,
+            } => self.ingest_frame(now, participant, track, frame, out),
+            Command::RoomInfo { room, reply } => {
+                let _ = reply.send(self.room_info(&room));
+            }
             Command::Shutdown => {
                 for index in 0..self.peers.len() {
                     if let Some(peer) = self.peers[index].as_mut() {
@@ -315,6 +355,7 @@ impl Router {
         room: String,
         participant: ParticipantId,
         name: String,
+        subscription: Subscription,
         events: tokio::sync::mpsc::Sender<SessionEvent>,
     ) -> Result<Vec<ParticipantSummary>, SfuError> {
         if self.by_participant.contains_key(&participant) {
@@ -331,12 +372,18 @@ impl Router {
         let summaries = existing
             .iter()
             .filter_map(|&i| self.peers[i].as_ref())
-            .filter(|p| p.removal.is_none())
+            .filter(|p| p.removal.is_none() && p.subscription != Subscription::Host)
             .map(summary)
             .collect();
 
-        let peer = Peer::new(participant, name.clone(), room.clone(), events);
-        peer.span.in_scope(|| info!("joined"));
+        let peer = Peer::new(
+            participant,
+            name.clone(),
+            room.clone(),
+            subscription,
+            events,
+        );
+        peer.span.in_scope(|| info!(?subscription, "joined"));
         let index = self.insert_peer(peer);
         for &other in &existing {
             let Some(other_peer) = self.peers[other].as_mut() else {
@@ -345,11 +392,18 @@ impl Router {
             if other_peer.removal.is_some() {
                 continue;
             }
-            other_peer.notify(SessionEvent::ParticipantJoined(ParticipantSummary {
-                id: participant,
-                name: name.clone(),
-                tracks: Vec::new(),
-            }));
+            if subscription != Subscription::Host
+                && other_peer.subscription == Subscription::AllTracks
+            {
+                other_peer.notify(SessionEvent::ParticipantJoined(ParticipantSummary {
+                    id: participant,
+                    name: name.clone(),
+                    tracks: Vec::new(),
+                }));
+            }
+            if subscription != Subscription::AllTracks {
+                continue; // a host follower binds when its offer is accepted
+            }
             let producers: Vec<(TrackId, MediaKind)> = self.peers[other]
                 .as_ref()
                 .map(|p| p.producers.iter().map(|pr| (pr.track, pr.kind)).collect())
@@ -426,15 +480,7 @@ impl Router {
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
-        // Opus, VP8 and H.264 only: every browser has them, H.264 is what RTMP/WHIP encoders
-        // send, and each forwarded m-line lists every configured codec, so fewer codecs make
-        // smaller offers that browsers apply faster. Publishers send the first one they share
-        // with this list, VP8 for browsers.
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
+        let mut rtc = server_codecs(Rtc::builder())
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_dtls_cert(self.dtls_cert.clone())
@@ -602,9 +648,6 @@ impl Router {
         let Some(publisher) = self.peers[source].as_mut() else {
             return;
         };
-        let payload_len = packet.payload.len() as u64;
-        WorkerMetrics::add(&self.metrics.packets_received, 1);
-        WorkerMetrics::add(&self.metrics.bytes_received, payload_len);
         let Some(producer_index) = publisher.producer_for_ssrc(packet.header.ssrc) else {
             return;
         };
@@ -639,6 +682,36 @@ impl Router {
             video_orientation: packet.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        let outgoing = OutgoingPacket {
+            incoming,
+            marker: packet.header.marker,
+            payload: &packet.payload,
+            ext_vals,
+        };
+        self.fan_out(now, source, producer_index, &params, outgoing, out);
+    }
+
+    /// Write one packet of producer `producer_index` of peer `source` to every subscriber.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        source: PeerIndex,
+        producer_index: usize,
+        params: &PayloadParams,
+        packet: OutgoingPacket<'_>,
+        out: &mut impl Transmit,
+    ) {
+        let payload_len = packet.payload.len() as u64;
+        WorkerMetrics::add(&self.metrics.packets_received, 1);
+        WorkerMetrics::add(&self.metrics.bytes_received, payload_len);
+        let Some(producer) = self.peers[source]
+            .as_ref()
+            .and_then(|p| p.producers.get(producer_index))
+        else {
+            return;
+        };
+        let kind = producer.kind;
+        let incoming = packet.incoming;
         let track = producer.track;
         let fan_out = producer.consumers.len();
         let mut waiting_for_keyframe = false;
@@ -683,7 +756,7 @@ impl Router {
                 }
                 Rewrite::Drop(DropReason::BeforeStart) => continue,
             };
-            let Some(pt) = consumer.map_payload_type(rtc, &params) else {
+            let Some(pt) = consumer.map_payload_type(rtc, params) else {
                 WorkerMetrics::add(&self.metrics.packets_dropped_no_codec, 1);
                 continue;
             };
@@ -695,9 +768,9 @@ impl Router {
             let payload = packet.payload.clone();
             engine!(
                 stream.write_rtp(
-                    RtpWrite::new(pt, seq.into(), timestamp, packet.timestamp, payload)
-                        .marker(packet.header.marker)
-                        .ext_vals(ext_vals.clone())
+                    RtpWrite::new(pt, seq.into(), timestamp, incoming.arrival, payload)
+                        .marker(packet.marker)
+                        .ext_vals(packet.ext_vals.clone())
                         .nackable(kind == MediaKind::Video),
                 )
             );
@@ -799,17 +872,28 @@ impl Router {
         }
     }
 
-    /// A negotiated m-line appeared on a peer: if the client sends on it, it is a new track.
+    /// A negotiated m-line appeared on a peer: if the client sends on it, it is a new track; if
+    /// it receives on it and follows the host, it is a host slot.
     fn media_added(&mut self, index: PeerIndex, added: MediaAdded) {
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        let kind = MediaKind::from(added.kind);
+        if added.direction == Direction::SendOnly && peer.subscription == Subscription::Host {
+            peer.host_slots.push(HostSlot {
+                kind,
+                mid: added.mid,
+                consumer: None,
+                rewriter: None,
+            });
+            self.bind_host_slots(index);
+            return;
+        }
         if added.direction != Direction::RecvOnly && added.direction != Direction::SendRecv {
             return; // one of our own forwarding m-lines
         }
         let track = TrackId(self.next_track);
         self.next_track += 1;
-        let kind = MediaKind::from(added.kind);
-        let Some(peer) = self.peers[index].as_mut() else {
-            return;
-        };
         peer.producers.push(Producer {
             track,
             mid: added.mid,
@@ -818,12 +902,21 @@ impl Router {
             codecs: Vec::new(),
             consumers: Vec::new(),
             keyframe_throttle: KeyframeRequestThrottle::default(),
+            ingest: None,
         });
         peer.span
             .in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
+        self.track_published(index, track, kind);
+    }
+
+    /// A new track is in the room: offer it to every member that takes all tracks, and let host
+    /// followers bind to it if they have nothing of its kind.
+    fn track_published(&mut self, index: PeerIndex, track: TrackId, kind: MediaKind) {
+        let Some(peer) = self.peers[index].as_ref() else {
+            return;
+        };
         let publisher = peer.id;
-        let room = peer.room.clone();
-        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
         for member in members {
             if member == index {
                 continue;
@@ -831,13 +924,197 @@ impl Router {
             let Some(other) = self.peers[member].as_mut() else {
                 continue;
             };
-            other.notify(SessionEvent::TrackPublished {
-                participant: publisher,
-                track: TrackSummary { id: track, kind },
-            });
-            self.add_consumer(member, index, track, kind);
+            match other.subscription {
+                Subscription::AllTracks => {
+                    other.notify(SessionEvent::TrackPublished {
+                        participant: publisher,
+                        track: TrackSummary { id: track, kind },
+                    });
+                    self.add_consumer(member, index, track, kind);
+                }
+                Subscription::Host => self.bind_host_slots(member),
+                Subscription::Nothing => {}
+            }
         }
         self.update_gauges();
+    }
+
+    /// The room's host track of `kind`: the first producer of that kind, in join order, of a
+    /// member other than `viewer`.
+    fn host_track(
+        &self,
+        room: &str,
+        viewer: PeerIndex,
+        kind: MediaKind,
+    ) -> Option<(PeerIndex, TrackId)> {
+        self.rooms.get(room)?.iter().find_map(|&member| {
+            let peer = self.peers[member].as_ref()?;
+            if member == viewer || peer.removal.is_some() {
+                return None;
+            }
+            let producer = peer.producers.iter().find(|p| p.kind == kind)?;
+            Some((member, producer.track))
+        })
+    }
+
+    /// Bind each unbound host slot of a host follower to the room's host track of its kind.
+    /// No renegotiation: the slot's m-line and SSRC stay; the kept rewriter makes the new
+    /// source continue the subscriber's sequence numbers and timestamps.
+    fn bind_host_slots(&mut self, index: PeerIndex) {
+        let Some(peer) = self.peers[index].as_ref() else {
+            return;
+        };
+        if peer.removal.is_some() {
+            return;
+        }
+        let room = peer.room.clone();
+        for slot_index in 0..peer.host_slots.len() {
+            let Some(peer) = self.peers[index].as_ref() else {
+                return;
+            };
+            let slot = &peer.host_slots[slot_index];
+            if slot.consumer.is_some() {
+                continue;
+            }
+            let (kind, mid) = (slot.kind, slot.mid);
+            let Some((source, track)) = self.host_track(&room, index, kind) else {
+                continue;
+            };
+            let Some(source_participant) = self.peers[source].as_ref().map(|p| p.id) else {
+                continue;
+            };
+            let Some(peer) = self.peers[index].as_mut() else {
+                return;
+            };
+            let Some(ssrc) = peer.rtc.as_mut().and_then(|rtc| {
+                rtc.direct_api()
+                    .stream_tx_by_mid(mid, None)
+                    .map(|s| s.ssrc())
+            }) else {
+                continue;
+            };
+            let mut consumer = Consumer::new(source, source_participant, track, kind);
+            consumer.state = ConsumerState::Active { mid, ssrc };
+            if let Some(mut rewriter) = peer.host_slots[slot_index].rewriter.take() {
+                rewriter.restart();
+                consumer.rewriter = rewriter;
+            }
+            let consumer_slot = peer.insert_consumer(consumer);
+            peer.host_slots[slot_index].consumer = Some(consumer_slot);
+            peer.span.in_scope(
+                || info!(%mid, track = %track, host = %source_participant, "playing the host's track"),
+            );
+            if kind == MediaKind::Video && peer.media_connected {
+                self.queues.keyframe_requests.push((index, mid));
+            }
+            if let Some(producer) = self.peers[source]
+                .as_mut()
+                .and_then(|p| p.producers.iter_mut().find(|p| p.track == track))
+            {
+                producer.consumers.push(ConsumerRef {
+                    peer: index,
+                    slot: consumer_slot,
+                });
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// An ingest edge adds a track to its participant (which has no WebRTC session).
+    fn publish_ingest(
+        &mut self,
+        participant: ParticipantId,
+        kind: MediaKind,
+    ) -> Result<TrackId, SfuError> {
+        let index = self.peer_index(participant)?;
+        let params = match kind {
+            MediaKind::Video => self.ingest_h264,
+            MediaKind::Audio => self.ingest_opus,
+        };
+        let track = TrackId(self.next_track);
+        let peer = self.peers[index]
+            .as_mut()
+            .expect("peer_index checked the slot");
+        if peer.rtc.is_some() {
+            return Err(SfuError::NotIngest(participant));
+        }
+        self.next_track += 1;
+        peer.producers.push(Producer {
+            track,
+            mid: Mid::from(match kind {
+                MediaKind::Audio => "ingest-audio",
+                MediaKind::Video => "ingest-video",
+            }),
+            kind,
+            ssrcs: Vec::new(),
+            codecs: Vec::new(),
+            consumers: Vec::new(),
+            keyframe_throttle: KeyframeRequestThrottle::default(),
+            ingest: Some(IngestTrack {
+                params,
+                next_seq: 0,
+            }),
+        });
+        peer.span
+            .in_scope(|| info!(track = %track, ?kind, "published ingest track"));
+        self.track_published(index, track, kind);
+        Ok(track)
+    }
+
+    /// One frame of an ingest track: number its packets and fan them out.
+    fn ingest_frame(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        track: TrackId,
+        frame: IngestFrame,
+        out: &mut impl Transmit,
+    ) {
+        let Some(&index) = self.by_participant.get(&participant) else {
+            return;
+        };
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        let Some(producer_index) = peer.producers.iter().position(|p| p.track == track) else {
+            return;
+        };
+        let producer = &mut peer.producers[producer_index];
+        let Some(ingest) = producer.ingest.as_mut() else {
+            return;
+        };
+        let params = ingest.params;
+        let kind = producer.kind;
+        let first_seq = ingest.next_seq;
+        ingest.next_seq += frame.payloads.len() as u64;
+        for (seq, (i, (payload, marker))) in (first_seq..).zip(frame.payloads.iter().enumerate()) {
+            let incoming = IncomingPacket {
+                ssrc: frame.source_id,
+                seq,
+                timestamp: frame.rtp_timestamp,
+                starts_keyframe: kind == MediaKind::Audio || (frame.keyframe && i == 0),
+                arrival: frame.capture_time,
+            };
+            let packet = OutgoingPacket {
+                incoming,
+                marker: *marker,
+                payload,
+                ext_vals: ExtensionValues::default(),
+            };
+            self.fan_out(now, index, producer_index, &params, packet, out);
+        }
+    }
+
+    pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
+        let members = self.rooms.get(room)?;
+        let peers = || members.iter().filter_map(|&m| self.peers[m].as_ref());
+        Some(RoomInfo {
+            participants: members.len(),
+            viewers: peers().filter(|p| p.producers.is_empty()).count(),
+            host: peers()
+                .find(|p| p.removal.is_none() && !p.producers.is_empty())
+                .map(summary),
+        })
     }
 
     fn add_consumer(
@@ -908,12 +1185,27 @@ impl Router {
                     .retain(|r| *r != ConsumerRef { peer: index, slot });
             }
         }
-        // Its producers: every subscriber stops the matching m-line.
+        // Its producers: every subscriber stops the matching m-line; host followers keep theirs
+        // and bind to the next host below.
+        let mut followers = Vec::new();
         for producer in &peer.producers {
             for consumer_ref in &producer.consumers {
                 let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
                     continue;
                 };
+                if subscriber.subscription == Subscription::Host {
+                    let consumer = subscriber.consumers[consumer_ref.slot].take();
+                    if let Some(slot) = subscriber
+                        .host_slots
+                        .iter_mut()
+                        .find(|s| s.consumer == Some(consumer_ref.slot))
+                    {
+                        slot.consumer = None;
+                        slot.rewriter = consumer.map(|c| c.rewriter);
+                    }
+                    followers.push(consumer_ref.peer);
+                    continue;
+                }
                 subscriber.notify(SessionEvent::TrackUnpublished {
                     participant: peer.id,
                     track: producer.track,
@@ -943,7 +1235,10 @@ impl Router {
                 self.rooms.remove(&peer.room);
             } else {
                 for &member in members.iter() {
-                    if let Some(other) = self.peers[member].as_mut() {
+                    if let Some(other) = self.peers[member].as_mut()
+                        && other.subscription == Subscription::AllTracks
+                        && peer.subscription != Subscription::Host
+                    {
                         other.notify(SessionEvent::ParticipantLeft {
                             participant: peer.id,
                             reason,
@@ -958,6 +1253,10 @@ impl Router {
         self.queues.media_added.retain(|(i, _)| *i != index);
         self.queues.connected.retain(|&i| i != index);
         self.free_peer_slots.push(index);
+        followers.dedup();
+        for follower in followers {
+            self.bind_host_slots(follower);
+        }
         // Peers that became unable to take events during the notifications go next.
         for (i, other) in self.peers.iter().enumerate() {
             if other.as_ref().is_some_and(|p| p.removal.is_some())
@@ -1049,6 +1348,18 @@ impl Router {
     }
 }
 
+/// Opus, VP8 and H.264 only: every browser has them, H.264 is what RTMP/WHIP encoders send,
+/// and each forwarded m-line lists every configured codec, so fewer codecs make smaller offers
+/// that browsers apply faster. Publishers send the first one they share with this list, VP8 for
+/// browsers.
+fn server_codecs(config: RtcConfig) -> RtcConfig {
+    config
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+}
+
 fn summary(peer: &Peer) -> ParticipantSummary {
     ParticipantSummary {
         id: peer.id,
@@ -1062,6 +1373,14 @@ fn summary(peer: &Peer) -> ParticipantSummary {
             })
             .collect(),
     }
+}
+
+/// A packet on its way to a producer's subscribers.
+struct OutgoingPacket<'a> {
+    incoming: IncomingPacket,
+    marker: bool,
+    payload: &'a Arc<[u8]>,
+    ext_vals: ExtensionValues,
 }
 
 /// Bound on deadlines of "now" handled inside one drain, so a misbehaving session cannot spin.

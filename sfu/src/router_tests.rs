@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::testing::World;
+use crate::testing::{HOST, World};
 
 #[test]
 fn three_peers_exchange_video_and_late_joiners_start_on_a_keyframe() {
@@ -157,4 +157,109 @@ fn a_peer_whose_media_goes_silent_is_removed() {
     world.run_for(Duration::from_secs(3));
     assert_eq!(world.clients[0].left, vec![b.id]);
     assert_eq!(world.router.participant_count(), 1);
+}
+
+#[test]
+fn ingest_frames_reach_room_members_from_a_keyframe() {
+    let mut world = World::default();
+    world.join_subscriber("show", "viewer").unwrap();
+    let mut host = world.join_ingest("show", "obs").unwrap();
+    // Start mid-GOP: the subscriber must not see the delta frames before the next keyframe,
+    // and nothing can be asked of an RTMP encoder, so no keyframe request may be counted.
+    host.frames = 10;
+    world.run_with_ingest(&mut host, Duration::from_secs(3), 30);
+    let viewer = &world.clients[0];
+    let frames = viewer.video_frames.get(&host.id).copied().unwrap_or(0);
+    assert!(frames > 40, "viewer decoded {frames} ingest frames");
+    assert_eq!(viewer.first_frame_keyframe.get(&host.id), Some(&true));
+    let requests = world
+        .router
+        .metrics()
+        .keyframe_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(requests, 0);
+}
+
+#[test]
+fn host_followers_play_the_host_across_reconnects_without_renegotiation() {
+    let mut world = World::default();
+    let mut host = world.join_ingest("show", "obs").unwrap();
+    world.join_host_follower("show", "whep").unwrap();
+    world.run_with_ingest(&mut host, Duration::from_secs(2), 30);
+    let first = world.clients[0]
+        .video_frames
+        .get(&HOST)
+        .copied()
+        .unwrap_or(0);
+    assert!(first > 20, "follower decoded {first} frames");
+
+    // The encoder drops: its participant leaves; a new one (new source id, timestamps from
+    // zero again) takes over, and the follower plays it on the same m-line.
+    world.router.handle_command(
+        world.now,
+        Command::Leave {
+            participant: host.id,
+            reason: LeaveReason::Disconnected,
+        },
+        &mut world.to_clients,
+    );
+    world.run_for(Duration::from_millis(500));
+    let info = world.router.room_info("show").unwrap();
+    assert_eq!(info.host, None);
+    let mut host = world.join_ingest("show", "obs").unwrap();
+    world.run_with_ingest(&mut host, Duration::from_secs(2), 30);
+    let follower = &world.clients[0];
+    let second = follower.video_frames.get(&HOST).copied().unwrap_or(0) - first;
+    assert!(
+        second > 20,
+        "after the reconnect the follower decoded {second} frames"
+    );
+    assert_eq!(follower.offers, 0, "a host follower is never renegotiated");
+    let info = world.router.room_info("show").unwrap();
+    assert_eq!(info.participants, 2);
+    assert_eq!(info.viewers, 1);
+    assert_eq!(info.host.map(|h| h.id), Some(host.id));
+}
+
+#[test]
+fn host_followers_are_invisible_and_publish_only_participants_receive_nothing() {
+    let mut world = World::default();
+    world.join("room", "member").unwrap();
+    world.join_host_follower("room", "whep").unwrap();
+    let host = world.join_ingest("room", "obs").unwrap();
+    let member = &mut world.clients[0];
+    let mut joined = Vec::new();
+    while let Ok(event) = member.events.try_recv() {
+        if let SessionEvent::ParticipantJoined(p) = event {
+            joined.push(p.name);
+        }
+    }
+    assert_eq!(
+        joined,
+        vec!["obs".to_string()],
+        "the WHEP viewer is not announced"
+    );
+    world.run_for(Duration::from_secs(1));
+    // The follower plays the member (the first publisher in join order); the ingest
+    // participant has no consumers at all.
+    let member_id = world.clients[0].id;
+    let info = world.router.room_info("room").unwrap();
+    assert_eq!(info.host.map(|h| h.id), Some(member_id));
+    assert!(
+        world.clients[1]
+            .video_frames
+            .get(&HOST)
+            .copied()
+            .unwrap_or(0)
+            > 10
+    );
+    let error = world
+        .command(|reply| Command::PublishIngest {
+            participant: member_id,
+            kind: MediaKind::Video,
+            reply,
+        })
+        .unwrap_err();
+    assert_eq!(error, SfuError::NotIngest(member_id));
+    drop(host);
 }

@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 pub use crate::alloc_audit::IN_ENGINE;
 
-use crate::api::{Command, LeaveReason, ParticipantId, SessionEvent, SfuError};
+use crate::api::{
+    Command, IngestFrame, LeaveReason, MediaKind, ParticipantId, SessionEvent, SfuError,
+    Subscription, TrackId,
+};
 use crate::metrics::WorkerMetrics;
 use crate::router::{Router, RouterConfig, Transmit};
 
@@ -52,7 +55,12 @@ pub struct Client {
     pub frame_count: u64,
     /// Size of each video frame written (3000 bytes: three RTP packets).
     pub video_frame_bytes: usize,
+    /// Server offers received (a host follower must never get one).
+    pub offers: u64,
 }
+
+/// The publisher id under which a host follower's frames are counted.
+pub const HOST: ParticipantId = ParticipantId(0);
 
 pub struct World {
     pub now: Instant,
@@ -112,13 +120,121 @@ impl World {
         self.join_with(room, name, false)
     }
 
-    fn join_with(&mut self, room: &str, name: &str, publish: bool) -> Result<usize, SfuError> {
+    /// Join as a host follower (a WHEP viewer): the client offers one receive-only audio and
+    /// video m-line, and frames on them count under [`HOST`].
+    pub fn join_host_follower(&mut self, room: &str, name: &str) -> Result<usize, SfuError> {
+        let index = self.join_as(room, name, Subscription::Host, JoinMedia::ReceiveHost)?;
+        let client = &mut self.clients[index];
+        client.tracks = [client.video, client.audio]
+            .into_iter()
+            .flatten()
+            .map(|mid| (mid, HOST))
+            .collect();
+        client.video = None;
+        client.audio = None;
+        Ok(index)
+    }
+
+    /// Join an ingest participant (no WebRTC session) and publish its H.264 and Opus tracks.
+    pub fn join_ingest(&mut self, room: &str, name: &str) -> Result<IngestHost, SfuError> {
         let id = ParticipantId::next();
         let (events, events_rx) = mpsc::channel(4096);
         self.command(|reply| Command::Join {
             room: room.into(),
             participant: id,
             name: name.into(),
+            subscription: Subscription::Nothing,
+            events,
+            reply,
+        })?;
+        let video = self.command(|reply| Command::PublishIngest {
+            participant: id,
+            kind: MediaKind::Video,
+            reply,
+        })?;
+        let audio = self.command(|reply| Command::PublishIngest {
+            participant: id,
+            kind: MediaKind::Audio,
+            reply,
+        })?;
+        Ok(IngestHost {
+            id,
+            video,
+            audio,
+            _events: events_rx,
+            source_id: id.0 as u32,
+            frames: 0,
+        })
+    }
+
+    /// Feed one H.264 access unit of an ingest host: a keyframe is a STAP-A with SPS and PPS
+    /// and an IDR slice; a delta frame one non-IDR slice.
+    pub fn ingest_video(&mut self, host: &IngestHost, keyframe: bool, rtp_timestamp: u32) {
+        let mut payloads: Vec<(Arc<[u8]>, bool)> = Vec::new();
+        if keyframe {
+            let stap_a = [24u8, 0, 4, 0x67, 0x42, 0xe0, 0x1f, 0, 2, 0x68, 0xce];
+            payloads.push((Arc::from(&stap_a[..]), false));
+            payloads.push((Arc::from(&[0x65u8, 0x88, 0x84, 0x21][..]), true));
+        } else {
+            payloads.push((Arc::from(&[0x41u8, 0x9a, 0x02, 0x03][..]), true));
+        }
+        let frame = IngestFrame {
+            source_id: host.source_id,
+            rtp_timestamp,
+            capture_time: self.now,
+            keyframe,
+            payloads,
+        };
+        self.router.handle_command(
+            self.now,
+            Command::IngestFrame {
+                participant: host.id,
+                track: host.video,
+                frame,
+            },
+            &mut self.to_clients,
+        );
+    }
+
+    /// Run for `duration`, feeding the ingest host 30 fps video with a keyframe every
+    /// `gop` frames, starting with one.
+    pub fn run_with_ingest(&mut self, host: &mut IngestHost, duration: Duration, gop: u32) {
+        let end = self.now + duration;
+        while self.now < end {
+            for _ in 0..33 {
+                self.now += Duration::from_millis(1);
+                self.step();
+            }
+            let keyframe = host.frames.is_multiple_of(gop);
+            let timestamp = host.frames * 3000;
+            host.frames += 1;
+            self.ingest_video(host, keyframe, timestamp);
+        }
+    }
+
+    fn join_with(&mut self, room: &str, name: &str, publish: bool) -> Result<usize, SfuError> {
+        let media = if publish {
+            JoinMedia::Publish
+        } else {
+            JoinMedia::DataChannel
+        };
+        self.join_as(room, name, Subscription::AllTracks, media)
+    }
+
+    fn join_as(
+        &mut self,
+        room: &str,
+        name: &str,
+        subscription: Subscription,
+        media: JoinMedia,
+    ) -> Result<usize, SfuError> {
+        let id = ParticipantId::next();
+        let (events, events_rx) = mpsc::channel(4096);
+        self.command(|reply| Command::Join {
+            room: room.into(),
+            participant: id,
+            name: name.into(),
+            subscription,
             events,
             reply,
         })?;
@@ -129,14 +245,22 @@ impl World {
         let mut rtc = Rtc::builder().build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
-        let (video, audio) = if publish {
-            (
-                Some(change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None)),
-                Some(change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None)),
-            )
-        } else {
-            change.add_channel("roomcast".into());
-            (None, None)
+        let (video, audio) = match media {
+            JoinMedia::Publish | JoinMedia::ReceiveHost => {
+                let direction = if media == JoinMedia::Publish {
+                    Direction::SendOnly
+                } else {
+                    Direction::RecvOnly
+                };
+                (
+                    Some(change.add_media(Str0mKind::Video, direction, None, None, None)),
+                    Some(change.add_media(Str0mKind::Audio, direction, None, None, None)),
+                )
+            }
+            JoinMedia::DataChannel => {
+                change.add_channel("roomcast".into());
+                (None, None)
+            }
         };
         let (offer, pending) = change.apply().unwrap();
         let answer = self.command(|reply| Command::Offer {
@@ -162,6 +286,7 @@ impl World {
             timeout: self.now,
             frame_count: 0,
             video_frame_bytes: 3000,
+            offers: 0,
         });
         Ok(self.clients.len() - 1)
     }
@@ -218,6 +343,7 @@ impl World {
                 match event {
                     SessionEvent::Offer { sdp, tracks } => {
                         let client = &mut self.clients[i];
+                        client.offers += 1;
                         client.tracks = tracks
                             .iter()
                             .map(|t| (Mid::from(t.mid.as_str()), t.participant))
@@ -286,6 +412,24 @@ impl World {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinMedia {
+    Publish,
+    DataChannel,
+    ReceiveHost,
+}
+
+/// An ingest participant in a [`World`]: what an RTMP edge holds.
+pub struct IngestHost {
+    pub id: ParticipantId,
+    pub video: TrackId,
+    pub audio: TrackId,
+    /// Kept open so the router's events have somewhere to go.
+    _events: mpsc::Receiver<SessionEvent>,
+    pub source_id: u32,
+    pub frames: u32,
+}
+
 fn accept_answer(rtc: &mut Rtc, pending: SdpPendingOffer, answer: &str) {
     let answer = SdpAnswer::from_sdp_string(answer).unwrap();
     rtc.sdp_api().accept_answer(pending, answer).unwrap();
@@ -305,11 +449,14 @@ pub fn drain_client(client: &mut Client, now: Instant) {
                 let Some(&from) = client.tracks.get(&data.mid) else {
                     continue;
                 };
-                if data.params.spec().codec == Codec::Vp8 {
-                    let keyframe = data.data.first().is_some_and(|b| b & 1 == 0);
-                    client.first_frame_keyframe.entry(from).or_insert(keyframe);
-                    *client.video_frames.entry(from).or_default() += 1;
-                }
+                let keyframe = match data.params.spec().codec {
+                    Codec::Vp8 => data.data.first().is_some_and(|b| b & 1 == 0),
+                    // Annex B out of str0m's depacketizer: an SPS (type 7) starts a keyframe.
+                    Codec::H264 => data.data.get(4).is_some_and(|b| b & 0x1f == 7),
+                    _ => continue,
+                };
+                client.first_frame_keyframe.entry(from).or_insert(keyframe);
+                *client.video_frames.entry(from).or_default() += 1;
             }
             Output::Event(Event::KeyframeRequest(_)) => {
                 client.keyframe_wanted = true;

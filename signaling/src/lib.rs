@@ -3,7 +3,12 @@
 //! Routes (all on one listener):
 //! - `GET /` (with or without `?room=…&name=…`), `/room.js`, `/style.css`: the web client,
 //!   embedded in the binary so the server needs no files next to it.
+//! - `GET /watch/<room>`, `/watch.js`: the broadcast viewer page (WHEP).
 //! - `GET /ws`: the signaling WebSocket ([`protocol`], `docs/protocol.md`).
+//! - `POST /whip/<room>`, `POST /whep/<room>`, `DELETE` on their Locations: WebRTC ingest and
+//!   playback over plain HTTP ([`whip`]), CORS open.
+//! - `GET /api/rooms/<room>`: a room's live status for viewer pages (CORS open).
+//! - RTMP ingest has its own listener ([`rtmp::serve`]).
 //! - `GET /healthz`: liveness and a one-line summary, for load balancers and people.
 //! - `GET /metrics`: Prometheus text: the SFU workers' counters plus signaling's own.
 //!
@@ -11,19 +16,26 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broadcast;
 pub mod process;
 pub mod protocol;
+pub mod rtmp;
 mod session;
+pub mod whip;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use roomcast_sfu::Sfu;
+use axum::routing::{get, post};
+use roomcast_auth::ApiCredentials;
+use roomcast_sfu::{Command, Sfu};
+
+use crate::broadcast::Broadcasts;
+use crate::whip::HttpSessions;
 
 pub use session::{CLOSE_MESSAGE_TOO_BIG, validate_room_name};
 
@@ -37,8 +49,34 @@ pub struct AppState {
     pub sfu: Arc<Sfu>,
     /// Rooms are open to anyone (no tokens). Told to clients in `joined`.
     pub dev_mode: bool,
+    /// The API key and secret tokens are verified with; `None` in dev mode.
+    pub credentials: Option<ApiCredentials>,
     pub ice_servers: Vec<protocol::IceServer>,
     pub metrics: SignalingMetrics,
+    pub broadcasts: Broadcasts,
+    pub http_sessions: HttpSessions,
+    pub rtmp: rtmp::RtmpConfig,
+}
+
+impl AppState {
+    /// State for a server: dev mode exactly when there are no credentials.
+    pub fn new(
+        sfu: Arc<Sfu>,
+        credentials: Option<ApiCredentials>,
+        ice_servers: Vec<protocol::IceServer>,
+        rtmp: rtmp::RtmpConfig,
+    ) -> Self {
+        AppState {
+            sfu,
+            dev_mode: credentials.is_none(),
+            credentials,
+            ice_servers,
+            metrics: SignalingMetrics::default(),
+            broadcasts: Broadcasts::default(),
+            http_sessions: HttpSessions::default(),
+            rtmp,
+        }
+    }
 }
 
 /// Signaling's own counters (the SFU's are per worker).
@@ -105,6 +143,26 @@ impl SignalingMetrics {
 
 /// The complete HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
+    // Endpoints players on other origins call: WHIP/WHEP (RFC 9725 §4.1 asks for CORS) and the
+    // room status API.
+    let cross_origin = Router::new()
+        .route("/whip/{room}", post(whip::post_whip).options(preflight))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(whip::delete_whip)
+                .patch(whip::patch_session)
+                .options(preflight),
+        )
+        .route("/whep/{room}", post(whip::post_whep).options(preflight))
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::delete(whip::delete_whep)
+                .patch(whip::patch_session)
+                .options(preflight),
+        )
+        .route("/api/rooms/{room}", get(room_status).options(preflight))
+        .layer(DefaultBodyLimit::max(whip::MAX_SDP_BYTES))
+        .layer(axum::middleware::map_response(allow_any_origin));
     Router::new()
         .route(
             "/",
@@ -118,15 +176,100 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         )
+        .route(
+            "/watch/{room}",
+            get(|| async { asset("text/html; charset=utf-8", WATCH_HTML) }),
+        )
+        .route(
+            "/watch.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WATCH_JS) }),
+        )
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(cross_origin)
         .with_state(state)
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Link"),
+    );
+    response
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, DELETE, PATCH, OPTIONS",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, If-Match",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
+}
+
+/// `GET /api/rooms/<room>`: whether the room is live, who hosts it, how many watch.
+async fn room_status(State(state): State<Arc<AppState>>, Path(room): Path<String>) -> Response {
+    if let Err(why) = validate_room_name(&room) {
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    }
+    let worker = state.sfu.worker_for_room(&room);
+    let (reply, response) = tokio::sync::oneshot::channel();
+    let info = match worker
+        .send(Command::RoomInfo {
+            room: room.clone(),
+            reply,
+        })
+        .await
+    {
+        Ok(()) => response.await.ok().flatten(),
+        Err(_) => None,
+    };
+    let broadcast = state.broadcasts.get(&room);
+    let host = info.as_ref().and_then(|i| i.host.as_ref()).map(|host| {
+        let source = match &broadcast {
+            Some(b) if b.participant == host.id => serde_json::json!(b.source),
+            _ => serde_json::json!("webrtc"),
+        };
+        serde_json::json!({ "name": host.name, "source": source })
+    });
+    let body = serde_json::json!({
+        "room": room,
+        "live": host.is_some(),
+        "host": host,
+        "viewers": info.as_ref().map_or(0, |i| i.viewers),
+        "participants": info.as_ref().map_or(0, |i| i.participants),
+        "started_at": broadcast
+            .as_ref()
+            .map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string()),
+        "warnings": broadcast.map(|b| b.warnings).unwrap_or_default(),
+    });
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 const INDEX_HTML: &str = include_str!("../../web-client/index.html");
 const ROOM_JS: &str = include_str!("../../web-client/room.js");
 const STYLE_CSS: &str = include_str!("../../web-client/style.css");
+const WATCH_HTML: &str = include_str!("../../web-client/watch.html");
+const WATCH_JS: &str = include_str!("../../web-client/watch.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -159,6 +302,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.sfu.render_metrics();
     text.push_str(&state.metrics.render());
+    text.push_str(
+        &state
+            .broadcasts
+            .metrics
+            .render(state.broadcasts.live_count()),
+    );
     if let Some(process) = process::ProcessStats::read() {
         let alive_tasks = tokio::runtime::Handle::current()
             .metrics()

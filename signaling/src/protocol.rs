@@ -168,6 +168,11 @@ pub enum ErrorCode {
     RoomFull,
     /// The server could not do what was asked (a bug or an overload): see the server log.
     Internal,
+    /// No valid access token for this room (missing, malformed, expired, badly signed, or for
+    /// another room); the message says which.
+    Unauthorized,
+    /// The token is valid but lacks the grant the request needs (e.g. publish).
+    Forbidden,
 }
 
 impl ProtocolError {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use roomcast_sfu::{Command, LeaveReason, ParticipantId, SessionEvent, SfuError, WorkerHandle};
+use roomcast_sfu::{
+    Command, LeaveReason, ParticipantId, SessionEvent, SfuError, Subscription, WorkerHandle,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, warn};
 
@@ -121,6 +123,15 @@ struct Joined {
     events: mpsc::Receiver<SessionEvent>,
     /// Set once the SFU has removed the participant: nothing left to leave.
     removed: bool,
+    /// Dev mode, or the token grants publish.
+    may_publish: bool,
+}
+
+/// Whether an SDP offer has an m-line the client sends on.
+fn offers_to_send(sdp: &str) -> bool {
+    sdp.lines()
+        .map(str::trim)
+        .any(|line| line == "a=sendonly" || line == "a=sendrecv")
 }
 
 impl Session {
@@ -184,15 +195,20 @@ impl Session {
             Err(error) => return self.send_error(error.code, error.message).await,
         };
         match message {
-            ClientMessage::Join {
-                room,
-                name,
-                token: _,
-            } => self.join(room, name).await,
+            ClientMessage::Join { room, name, token } => self.join(room, name, token).await,
             ClientMessage::Offer { sdp } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
                 };
+                if !joined.may_publish && offers_to_send(&sdp) {
+                    return self
+                        .send_error(
+                            ErrorCode::Forbidden,
+                            "your access token does not grant \"publish\": offer receive-only \
+                             m-lines (or ask for a token with the publish grant)",
+                        )
+                        .await;
+                }
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
                 match request(&worker, |reply| Command::Offer {
@@ -274,7 +290,12 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, room: String, name: String) -> ControlFlow<LeaveReason> {
+    async fn join(
+        &mut self,
+        room: String,
+        name: String,
+        token: Option<String>,
+    ) -> ControlFlow<LeaveReason> {
         if self.joined.is_some() {
             return self
                 .send_error(
@@ -298,6 +319,49 @@ impl Session {
                 )
                 .await;
         }
+        // Outside dev mode the token decides: its room, its display name, its grants.
+        let (name, may_publish, subscription) = match &self.state.credentials {
+            None => (name, true, Subscription::AllTracks),
+            Some(credentials) => {
+                let Some(token) = token else {
+                    return self
+                        .send_error(
+                            ErrorCode::Unauthorized,
+                            "this server needs an access token in \"join\" (\"token\": …)",
+                        )
+                        .await;
+                };
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let claims = roomcast_auth::verify(credentials, &token, now_unix).and_then(|c| {
+                    roomcast_auth::require_room(&c, &room)?;
+                    Ok(c)
+                });
+                let claims = match claims {
+                    Ok(claims) => claims,
+                    Err(refused) => {
+                        warn!(%room, code = refused.code(), "join refused: {refused}");
+                        return self
+                            .send_error(
+                                ErrorCode::Unauthorized,
+                                format!("{}: {refused}", refused.code()),
+                            )
+                            .await;
+                    }
+                };
+                let subscription = if claims.grants.allows(roomcast_auth::Grant::Subscribe) {
+                    Subscription::AllTracks
+                } else {
+                    Subscription::Nothing
+                };
+                (
+                    claims.name.clone().unwrap_or(name),
+                    claims.grants.allows(roomcast_auth::Grant::Publish),
+                    subscription,
+                )
+            }
+        };
         let participant = ParticipantId::next();
         let worker = self.state.sfu.worker_for_room(&room).clone();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -305,6 +369,7 @@ impl Session {
             room: room.clone(),
             participant,
             name: name.clone(),
+            subscription,
             events,
             reply,
         })
@@ -319,6 +384,7 @@ impl Session {
             worker,
             events: events_rx,
             removed: false,
+            may_publish,
         });
         self.send(ServerMessage::Joined {
             participant_id: participant,
@@ -339,7 +405,7 @@ impl Session {
             SfuError::NoPendingOffer => ErrorCode::NoPendingOffer,
             SfuError::OfferCollision => ErrorCode::OfferCollision,
             SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
-            SfuError::WorkerGone => ErrorCode::Internal,
+            SfuError::WorkerGone | SfuError::NotIngest(_) => ErrorCode::Internal,
         };
         self.send_error(code, error.to_string()).await
     }
@@ -428,7 +494,7 @@ impl Session {
 }
 
 /// Send a command that carries a reply channel and wait for the reply.
-async fn request<T>(
+pub(crate) async fn request<T>(
     worker: &WorkerHandle,
     command: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
 ) -> Result<T, SfuError> {

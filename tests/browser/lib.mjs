@@ -76,17 +76,24 @@ function describe(value) {
 
 /**
  * Starts `roomcast serve` on an ephemeral HTTP port and an ephemeral RTC port and waits until it
- * logs `HTTP listening on <url>`. Returns { url, logs(), stop(), process }.
+ * logs `HTTP listening on <url>`. Returns { url, rtmpUrl, logs(), stop(), process }.
+ *
+ * `extraArgs` are appended to `args` (e.g. `['--rtmp', '127.0.0.1:0']`). When the arguments
+ * include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and returns that base URL
+ * as `rtmpUrl` (publish to `${rtmpUrl}/live/<stream key>`); otherwise `rtmpUrl` is null.
  */
 export async function startServer({
   bin = process.env.ROOMCAST_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'roomcast'),
   args = ['serve', '--http', '127.0.0.1:0', '--rtc-port', '0'],
+  extraArgs = [],
   env = {},
   readyTimeout = 20_000,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} does not exist: build it with \`cargo build\` or set ROOMCAST_BIN`);
   }
+  args = [...args, ...extraArgs];
+  const wantRtmp = args.some((arg) => arg === '--rtmp' || arg.startsWith('--rtmp='));
   const lines = [];
   const child = spawn(bin, args, {
     cwd: REPO_ROOT,
@@ -127,9 +134,11 @@ export async function startServer({
     return exit;
   };
 
-  const url = await new Promise((resolve, reject) => {
+  const { url, rtmpUrl } = await new Promise((resolve, reject) => {
+    const found = { url: null, rtmpUrl: null };
+    const expected = wantRtmp ? '"HTTP listening on <url>" and "RTMP listening on rtmp://<addr>"' : '"HTTP listening on <url>"';
     const timer = setTimeout(() => {
-      reject(new Error(`server did not log "HTTP listening on <url>" within ${readyTimeout} ms`));
+      reject(new Error(`server did not log ${expected} within ${readyTimeout} ms`));
     }, readyTimeout);
     const finish = (fn, value) => {
       clearTimeout(timer);
@@ -137,8 +146,11 @@ export async function startServer({
       fn(value);
     };
     const check = (line) => {
-      const match = /HTTP listening on (http:\/\/\S+)/.exec(line);
-      if (match) finish(resolve, match[1]);
+      const http = /HTTP listening on (http:\/\/\S+)/.exec(line);
+      if (http) found.url ??= http[1];
+      const rtmp = /RTMP listening on (rtmp:\/\/[^\s/]+)/.exec(line);
+      if (rtmp) found.rtmpUrl ??= rtmp[1];
+      if (found.url && (found.rtmpUrl || !wantRtmp)) finish(resolve, found);
     };
     lines.forEach(check);
     onLine = check;
@@ -150,7 +162,7 @@ export async function startServer({
     throw error;
   });
 
-  return { url, logs: () => lines.join('\n'), lines, stop, process: child };
+  return { url, rtmpUrl, logs: () => lines.join('\n'), lines, stop, process: child };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,6 +190,31 @@ const pageLabels = new WeakMap();
  * `initScripts` run in the page before any of its own scripts (see `mediaTimelineInitScript`).
  */
 export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {} } = {}) {
+  const page = await newLoggedPage(browser, name, { initScripts, contextOptions });
+  const target = new URL('/', url);
+  target.searchParams.set('room', room);
+  target.searchParams.set('name', name);
+  await page.goto(target.href);
+  return page;
+}
+
+/**
+ * Opens the broadcast viewer `<url>/watch/<room>` in its own browser context and returns the
+ * page once the document has loaded; the WHEP session continues in the page (`window.roomcast`
+ * is web-client/watch.js's hook). `label` names the page in logs and diagnostics.
+ */
+export async function openWatchPage(browser, url, room, { label = `watch-${room}`, initScripts = [], contextOptions = {} } = {}) {
+  const page = await newLoggedPage(browser, label, { initScripts, contextOptions });
+  await page.goto(new URL(`/watch/${encodeURIComponent(room)}`, url).href);
+  return page;
+}
+
+/**
+ * A new page in its own browser context (own storage, own fake devices) whose console, uncaught
+ * errors and crash are recorded for `pageLogs` / `pageErrors`, with `initScripts` installed.
+ * Nothing is loaded yet.
+ */
+export async function newLoggedPage(browser, label, { initScripts = [], contextOptions = {} } = {}) {
   // Small by default: every page shares this machine's CPU (unlike real participants), and
   // software compositing of the video tiles grows with the viewport (measured with 4 pages:
   // ~182% of 2 cores at 1024x640, ~135% at 480x300).
@@ -185,7 +222,7 @@ export async function openRoomPage(browser, url, room, name, { initScripts = [],
   const page = await context.newPage();
   const logs = [];
   pageLogStore.set(page, logs);
-  pageLabels.set(page, name);
+  pageLabels.set(page, label);
   const started = Date.now();
   const stamp = () => `+${String(Date.now() - started).padStart(6)}ms`;
   page.on('console', (message) => logs.push({ type: message.type(), text: `${stamp()} [${message.type()}] ${message.text()}` }));
@@ -196,22 +233,25 @@ export async function openRoomPage(browser, url, room, name, { initScripts = [],
     if (Array.isArray(script)) await page.addInitScript(script[0], script[1]);
     else await page.addInitScript(script);
   }
-  const target = new URL('/', url);
-  target.searchParams.set('room', room);
-  target.searchParams.set('name', name);
-  await page.goto(target.href);
   return page;
 }
 
 /**
  * Development aid, off by default: the server embeds web-client/ at compile time, so client
- * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get index.html, room.js
- * and style.css from the working tree instead (everything else still comes from the server).
+ * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get index.html, room.js,
+ * watch.html (for /watch/<room>), watch.js and style.css from the working tree instead
+ * (everything else still comes from the server).
  */
 async function serveWebClientFromDisk(page) {
-  const files = { '/': ['index.html', 'text/html'], '/room.js': ['room.js', 'text/javascript'], '/style.css': ['style.css', 'text/css'] };
-  await page.route((url) => Object.hasOwn(files, url.pathname), (route) => {
-    const [file, contentType] = files[new URL(route.request().url()).pathname];
+  const files = {
+    '/': ['index.html', 'text/html'],
+    '/room.js': ['room.js', 'text/javascript'],
+    '/watch.js': ['watch.js', 'text/javascript'],
+    '/style.css': ['style.css', 'text/css'],
+  };
+  const fileFor = (pathname) => (/^\/watch\/[^/]+\/?$/.test(pathname) ? ['watch.html', 'text/html'] : files[pathname]);
+  await page.route((url) => Boolean(fileFor(url.pathname)), (route) => {
+    const [file, contentType] = fileFor(new URL(route.request().url()).pathname);
     return route.fulfill({ contentType, body: readFileSync(path.join(REPO_ROOT, 'web-client', file)) });
   });
 }
@@ -270,7 +310,7 @@ export function inboundStats(page) {
         ssrc: stats.ssrc,
         kind: stats.kind,
         mid,
-        participantId: mid == null ? null : window.roomcast.mids.get(mid)?.participant_id ?? null,
+        participantId: mid == null ? null : window.roomcast.mids?.get(mid)?.participant_id ?? null,
         trackIdentifier: stats.trackIdentifier,
         framesDecoded: stats.framesDecoded ?? 0,
         frameWidth: stats.frameWidth ?? 0,
@@ -527,8 +567,10 @@ export function departureRecord(page) {
 /**
  * Prints (and writes to test-output/browser/) what is needed to understand a failure: the server
  * log, each page's console, session state, transceivers and stats, and a screenshot of each page.
+ * `describePage(page)` replaces the room-page state (session, tiles, transceivers, stats) with
+ * whatever another kind of page should report; `extra` ({ name: text }) adds more logs.
  */
-export async function dumpDiagnostics({ server, pages = [], label = 'failure' }) {
+export async function dumpDiagnostics({ server, pages = [], label = 'failure', describePage = describeRoomPage, extra = {} }) {
   mkdirSync(OUTPUT_DIR, { recursive: true });
   const sections = [];
   if (server) {
@@ -541,10 +583,7 @@ export async function dumpDiagnostics({ server, pages = [], label = 'failure' })
     let state = 'page closed';
     if (!page.isClosed()) {
       try {
-        const [info, tiles, trx, stats] = await Promise.all([
-          sessionInfo(page), remoteTiles(page), transceivers(page), inboundStats(page),
-        ]);
-        state = JSON.stringify({ info, tiles, transceivers: trx, inbound: stats }, null, 1);
+        state = JSON.stringify(await describePage(page), null, 1);
         writeFileSync(path.join(OUTPUT_DIR, `${label}-${name}-state.json`), state);
         await page.screenshot({ path: path.join(OUTPUT_DIR, `${label}-${name}.png`) });
       } catch (error) {
@@ -555,5 +594,17 @@ export async function dumpDiagnostics({ server, pages = [], label = 'failure' })
     writeFileSync(path.join(OUTPUT_DIR, `${label}-${name}-console.log`), logs.join('\n'));
     sections.push(`--- page ${name}: state ---\n${state}\n--- page ${name}: console (last 60 of ${logs.length}) ---\n${logs.slice(-60).join('\n')}`);
   }
+  for (const [name, text] of Object.entries(extra)) {
+    writeFileSync(path.join(OUTPUT_DIR, `${label}-${name}.log`), text);
+    const lines = text.split('\n');
+    sections.push(`--- ${name} (last 60 of ${lines.length} lines) ---\n${lines.slice(-60).join('\n')}`);
+  }
   console.log(sections.join('\n'));
+}
+
+async function describeRoomPage(page) {
+  const [info, tiles, trx, stats] = await Promise.all([
+    sessionInfo(page), remoteTiles(page), transceivers(page), inboundStats(page),
+  ]);
+  return { info, tiles, transceivers: trx, inbound: stats };
 }

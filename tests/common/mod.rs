@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub url: String,
+    /// RTMP ingest `host:port`.
+    pub rtmp: String,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -24,6 +26,7 @@ impl Server {
     pub fn start_with(extra_args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["serve", "--http", "127.0.0.1:0", "--rtc-port", "0"])
+            .args(["--rtmp", "127.0.0.1:0"])
             .args(extra_args)
             .env("RUST_LOG", "info,roomcast_sfu=debug")
             .stdout(Stdio::null())
@@ -52,7 +55,26 @@ impl Server {
                     log.lock().unwrap().join("\n")
                 )
             });
-        Server { child, url, log }
+        // The RTMP line comes before the HTTP one.
+        let rtmp = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|line| {
+                let at = line.find("RTMP listening on rtmp://")?;
+                Some(
+                    line[at + "RTMP listening on rtmp://".len()..]
+                        .trim()
+                        .to_string(),
+                )
+            })
+            .expect("the server logs its RTMP address before its HTTP address");
+        Server {
+            child,
+            url,
+            rtmp,
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,10 @@
+//! Media formats for the ingest edges, sans-IO: bytes in, typed values out.
+//!
+//! Nothing here reads a socket or a clock; every parser takes untrusted bytes and returns a
+//! precise error rather than panicking (each has a fuzz target in `fuzz/`).
+
+#![forbid(unsafe_code)]
+
+pub mod aac;
+pub mod flv;
+pub mod h264;

@@ -1,0 +1,593 @@
+// roomcast broadcast viewer, served at /watch/<room>.
+//
+// Plays the room's host (an RTMP publisher such as OBS, a WHIP client, or a participant of the
+// room) over WHEP: one RTCPeerConnection with a recvonly audio and a recvonly video transceiver,
+// the offer POSTed to /whep/<room> without trickle ICE (the server is ICE-lite and learns our
+// address from our STUN checks), the answer in the 201 response, `Location` naming the session
+// that a DELETE ends. The server keeps a session on the room's current host and moves it to the
+// next host without renegotiating, so a host that drops and comes back needs nothing from us.
+// Only when our own connection fails (or the POST does) do we start a new session, with backoff.
+//
+// Next to the video, `GET /api/rooms/<room>` (every 2 s) gives the LIVE / OFFLINE status, the
+// viewer count, the host's name, when the broadcast started and its warnings.
+//
+// No camera or microphone is ever requested. Sound: the video element starts unmuted; when the
+// browser refuses audible autoplay it plays muted and offers a "Click to unmute" button.
+//
+// `window.roomcast` is a read-only debugging/test hook: { pc, state, live, room, info,
+// sessionUrl, sessions, connectionState, muted, audioBlocked, framesPresented, lastFrameAt,
+// video, timings }. `state` is one of 'invalid', 'connecting', 'reconnecting', 'offline',
+// 'waiting' (live, no picture yet) and 'playing'.
+
+// The server's rule for room names (signaling/src/session.rs).
+const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const POLL_INTERVAL_MS = 2_000;
+const POLL_TIMEOUT_MS = 5_000;
+/** Non-trickle offer: wait for ICE gathering to complete, but no longer than this. */
+const ICE_GATHERING_MAX_MS = 1_000;
+/** A connection 'disconnected' for this long is given up and replaced by a new session. */
+const DISCONNECTED_GRACE_MS = 2_000;
+/** A new session that has not connected after this long is given up too. */
+const CONNECT_TIMEOUT_MS = 10_000;
+const BACKOFF_INITIAL_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+/** No new frame for this long: the picture is stale (host gone or stream stalled). */
+const STALL_MS = 2_500;
+/** Once the room status says offline, a picture this old is already the past. */
+const OFFLINE_STALL_MS = 500;
+
+const OFFLINE_TEXT = 'The host is offline — this page will start playing when the broadcast begins.';
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  roomName: $('room-name'),
+  liveBadge: $('live-badge'),
+  viewerCount: $('viewer-count'),
+  status: $('status'),
+  statusText: $('status-text'),
+  stage: $('stage'),
+  video: $('video'),
+  stageText: $('stage-text'),
+  unmuteButton: $('unmute-button'),
+  hostName: $('host-name'),
+  elapsed: $('elapsed'),
+  muteButton: $('mute-button'),
+  fullscreenButton: $('fullscreen-button'),
+  warnings: $('warnings'),
+  warningList: $('warning-list'),
+  pageError: $('page-error'),
+};
+
+const session = {
+  room: null,
+  token: null,
+  invalid: null,
+  /** The current WHEP attempt: every callback of an older one is ignored. */
+  generation: 0,
+  pc: null,
+  sessionUrl: null,
+  /** WHEP sessions created (201 received) since the page loaded. */
+  sessions: 0,
+  /** 'connecting' until the first connection, then 'connected' or 'reconnecting'. */
+  connection: 'connecting',
+  /** Why the last attempt failed, for the status tooltip and the console. */
+  lastProblem: null,
+  /** A permanent refusal (bad token): retried slowly, shown as an error. */
+  refused: null,
+  retryAttempt: 0,
+  retryTimer: null,
+  graceTimer: null,
+  connectTimer: null,
+  /** Re-renders when the picture would turn stale without a new frame. */
+  staleTimer: null,
+  /** The current session's video receiver track: muted while no media arrives. */
+  videoTrack: null,
+  /** The latest /api/rooms answer (null until the first one). */
+  info: null,
+  pollFailures: 0,
+  audioBlocked: false,
+  framesPresented: 0,
+  lastFrameAt: null,
+  /** performance.now() of milestones: whep_posted, whep_answered, pc_<state>, first_frame... */
+  timings: {},
+};
+
+window.roomcast = Object.freeze({
+  get pc() { return session.pc; },
+  get state() { return document.body.dataset.state; },
+  get live() { return session.info ? Boolean(session.info.live) : null; },
+  get room() { return session.room; },
+  get info() { return session.info; },
+  get sessionUrl() { return session.sessionUrl; },
+  get sessions() { return session.sessions; },
+  get connectionState() { return session.pc?.connectionState ?? null; },
+  get muted() { return ui.video.muted; },
+  get audioBlocked() { return session.audioBlocked; },
+  get framesPresented() { return session.framesPresented; },
+  get lastFrameAt() { return session.lastFrameAt; },
+  get video() { return ui.video; },
+  get timings() { return session.timings; },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Start-up
+
+function main() {
+  const match = /\/watch\/([^/]+)\/?$/.exec(location.pathname);
+  let room = '';
+  try {
+    room = match ? decodeURIComponent(match[1]) : '';
+  } catch {
+    room = '';
+  }
+  session.room = room;
+  session.token = new URLSearchParams(location.search).get('token');
+  ui.roomName.textContent = room || 'No room';
+
+  ui.unmuteButton.addEventListener('click', unmute);
+  ui.muteButton.addEventListener('click', () => {
+    if (ui.video.muted) unmute();
+    else {
+      ui.video.muted = true;
+      render();
+    }
+  });
+  ui.video.addEventListener('volumechange', render);
+  setUpFullscreen();
+  watchFrames();
+
+  if (!ROOM_PATTERN.test(room)) {
+    session.invalid = room
+      ? `“${room}” is not a room name: room names use letters, digits, “.”, “-” or “_” (up to 64 characters).`
+      : 'No room in the address: open /watch/<room name>.';
+    render();
+    return;
+  }
+  document.title = `${room} · roomcast`;
+  ui.video.setAttribute('aria-label', `Broadcast of room ${room}`);
+
+  window.addEventListener('pagehide', () => {
+    // End the session right away rather than letting the server notice the silence.
+    endSession(session.sessionUrl, { keepalive: true });
+  });
+  setInterval(tick, 1_000);
+  pollRoom();
+  render();
+  // A <video> waiting for its first frame delays the document's load event, and an offline
+  // broadcast has no frame to give: connect once the page has loaded, so it does not look
+  // like it is loading forever.
+  if (document.readyState === 'complete') connect();
+  else window.addEventListener('load', () => connect(), { once: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// WHEP session
+
+class HttpError extends Error {
+  constructor(status, body) {
+    super(`HTTP ${status}${body ? `: ${body.trim().slice(0, 200)}` : ''}`);
+    this.status = status;
+  }
+}
+
+function authHeaders() {
+  return session.token ? { Authorization: `Bearer ${session.token}` } : {};
+}
+
+function serverUrl(pathname) {
+  return new URL(pathname, location.href).href;
+}
+
+/** Replaces the current session (if any) by a new one. */
+async function connect() {
+  clearTimers();
+  const generation = ++session.generation;
+  const current = () => generation === session.generation;
+  closePeerConnection();
+
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+  session.pc = pc;
+  const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
+  const video = pc.addTransceiver('video', { direction: 'recvonly' });
+  // The receiver tracks exist before negotiation and stay the same for the whole session,
+  // across host changes (the server switches what it sends, not the m-lines).
+  session.videoTrack = video.receiver.track;
+  ui.video.srcObject = new MediaStream([video.receiver.track, audio.receiver.track]);
+  startPlayback();
+  pc.addEventListener('connectionstatechange', () => {
+    if (current()) onConnectionStateChange(pc);
+  });
+
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc, ICE_GATHERING_MAX_MS);
+    if (!current()) return;
+    session.timings.whep_posted ??= performance.now();
+    const response = await fetch(serverUrl(`/whep/${encodeURIComponent(session.room)}`), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp', ...authHeaders() },
+      body: pc.localDescription.sdp,
+    });
+    const body = await response.text();
+    if (response.status !== 201) throw new HttpError(response.status, body);
+    const location = response.headers.get('Location');
+    const sessionUrl = location ? new URL(location, response.url).href : null;
+    if (!current()) {
+      endSession(sessionUrl);
+      return;
+    }
+    session.sessionUrl = sessionUrl;
+    session.sessions += 1;
+    session.refused = null;
+    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    session.timings.whep_answered ??= performance.now();
+    session.connectTimer = setTimeout(() => {
+      if (current() && pc.connectionState !== 'connected') {
+        retryLater(`no media connection ${CONNECT_TIMEOUT_MS / 1000} s after the answer`);
+      }
+    }, CONNECT_TIMEOUT_MS);
+    render();
+  } catch (error) {
+    if (!current()) return;
+    if (error instanceof HttpError && (error.status === 401 || error.status === 403)) {
+      session.refused = session.token
+        ? 'The server refused this page’s access token for the broadcast.'
+        : 'This broadcast needs an access token: open the link you were given (it ends in ?token=…).';
+    }
+    retryLater(`WHEP request failed (${error?.message ?? error})`);
+  }
+}
+
+function iceGatheringComplete(pc, maxMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    const timer = setTimeout(done, maxMs);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+function onConnectionStateChange(pc) {
+  const state = pc.connectionState;
+  session.timings[`pc_${state}`] ??= performance.now();
+  clearTimeout(session.graceTimer);
+  session.graceTimer = null;
+  if (state === 'connected') {
+    clearTimeout(session.connectTimer);
+    session.connectTimer = null;
+    session.connection = 'connected';
+    session.retryAttempt = 0;
+    session.lastProblem = null;
+  } else if (state === 'disconnected') {
+    // Often a blip that ICE recovers from by itself; if not, start over.
+    session.graceTimer = setTimeout(() => {
+      if (pc === session.pc && pc.connectionState === 'disconnected') {
+        retryLater(`connection interrupted for ${DISCONNECTED_GRACE_MS / 1000} s`, { now: true });
+      }
+    }, DISCONNECTED_GRACE_MS);
+  } else if (state === 'failed') {
+    retryLater('media connection failed', { now: session.connection === 'connected' });
+  }
+  render();
+}
+
+/**
+ * Gives up the current attempt and schedules a new session: at once after a connection that
+ * worked (`now`), otherwise after an exponential backoff with jitter.
+ */
+function retryLater(reason, { now = false } = {}) {
+  console.warn(`roomcast: ${reason}; starting a new session`);
+  session.lastProblem = reason;
+  session.connection = session.connection === 'connecting' && session.sessions === 0 ? 'connecting' : 'reconnecting';
+  clearTimers();
+  session.generation += 1; // late events of the abandoned attempt are ignored
+  closePeerConnection();
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** session.retryAttempt);
+  const wait = now ? 0 : session.refused ? BACKOFF_MAX_MS : Math.round(base * (0.8 + Math.random() * 0.4));
+  session.retryAttempt += 1;
+  session.retryTimer = setTimeout(connect, wait);
+  render();
+}
+
+/** The room just went live while we wait to retry: do not sit out the rest of the backoff. */
+function retrySoon() {
+  if (session.retryTimer == null || session.refused) return;
+  clearTimeout(session.retryTimer);
+  session.retryTimer = setTimeout(connect, 0);
+}
+
+function clearTimers() {
+  for (const key of ['retryTimer', 'graceTimer', 'connectTimer']) {
+    clearTimeout(session[key]);
+    session[key] = null;
+  }
+}
+
+/** Closes the current peer connection and ends its WHEP session. */
+function closePeerConnection() {
+  endSession(session.sessionUrl);
+  session.sessionUrl = null;
+  session.pc?.close();
+  session.pc = null;
+}
+
+/** DELETE a session we no longer use; best effort (the server also times sessions out). */
+function endSession(sessionUrl, { keepalive = false } = {}) {
+  if (!sessionUrl) return;
+  fetch(sessionUrl, { method: 'DELETE', headers: authHeaders(), keepalive }).catch(() => {
+    // The server may be gone; it drops the session when its media connection dies.
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Playback
+
+function startPlayback() {
+  ui.video.play().then(() => {
+    if (!ui.video.muted) session.audioBlocked = false;
+    render();
+  }).catch((error) => {
+    if (error?.name === 'NotAllowedError' && !ui.video.muted) {
+      // Audible autoplay refused: play muted and ask for a click.
+      session.audioBlocked = true;
+      ui.video.muted = true;
+      render();
+      ui.video.play().catch((retryError) => console.warn('roomcast: muted playback refused too:', retryError));
+    } else if (error?.name !== 'AbortError') {
+      // AbortError: a new session replaced the stream before it started.
+      console.warn('roomcast: playback did not start:', error);
+    }
+  });
+}
+
+function unmute() {
+  ui.video.muted = false;
+  ui.video.play().then(() => {
+    session.audioBlocked = false;
+    render();
+  }).catch((error) => {
+    console.warn('roomcast: unmuting refused:', error);
+    ui.video.muted = true;
+    session.audioBlocked = true;
+    render();
+  });
+  render();
+}
+
+/**
+ * Counts presented frames, to tell a moving picture from a frozen one. Frames of a muted track
+ * (no media received; some browsers present a black placeholder) do not count.
+ */
+function watchFrames() {
+  const video = ui.video;
+  const onFrame = () => {
+    if (!session.videoTrack || session.videoTrack.muted) return;
+    const first = session.framesPresented === 0;
+    session.framesPresented += 1;
+    const wasStale = !hasPicture();
+    session.lastFrameAt = performance.now();
+    if (first) session.timings.first_frame = session.lastFrameAt;
+    if (wasStale) render();
+  };
+  if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+    const loop = () => {
+      onFrame();
+      video.requestVideoFrameCallback(loop);
+    };
+    video.requestVideoFrameCallback(loop);
+  } else {
+    // Older browsers: sample the decoder's frame counter (from tick()).
+    let seen = 0;
+    session.sampleFrames = () => {
+      const total = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
+      if (total > seen) onFrame();
+      seen = total;
+    };
+  }
+}
+
+/** Whether the picture is moving: a frame within the stall limit (shorter once offline). */
+function hasPicture() {
+  return session.lastFrameAt != null
+    && performance.now() - session.lastFrameAt < stallLimit()
+    && ui.video.videoWidth > 0;
+}
+
+function stallLimit() {
+  return session.info && !session.info.live ? OFFLINE_STALL_MS : STALL_MS;
+}
+
+function setUpFullscreen() {
+  if (!document.fullscreenEnabled) {
+    ui.fullscreenButton.hidden = true;
+    return;
+  }
+  ui.fullscreenButton.addEventListener('click', () => {
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    else ui.stage.requestFullscreen().catch((error) => console.warn('roomcast: full screen refused:', error));
+  });
+  document.addEventListener('fullscreenchange', () => {
+    ui.fullscreenButton.textContent = document.fullscreenElement ? 'Exit full screen' : 'Full screen';
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Room status
+
+async function pollRoom() {
+  const controller = new AbortController();
+  const timeout = setTimeout(() => controller.abort(), POLL_TIMEOUT_MS);
+  try {
+    const response = await fetch(serverUrl(`/api/rooms/${encodeURIComponent(session.room)}`), {
+      headers: { Accept: 'application/json', ...authHeaders() },
+      signal: controller.signal,
+      cache: 'no-store',
+    });
+    if (response.status === 404) {
+      // No such room yet: nobody publishes or watches it.
+      onRoomInfo({ room: session.room, live: false, host: null, viewers: 0, participants: 0, started_at: null, warnings: [] });
+    } else if (response.ok) {
+      onRoomInfo(await response.json());
+    } else {
+      throw new HttpError(response.status, await response.text());
+    }
+  } catch (error) {
+    session.pollFailures += 1;
+    if (session.pollFailures === 2) console.warn('roomcast: cannot read the room status:', error?.message ?? error);
+    render();
+  } finally {
+    clearTimeout(timeout);
+    setTimeout(pollRoom, POLL_INTERVAL_MS);
+  }
+}
+
+function onRoomInfo(info) {
+  const wasLive = Boolean(session.info?.live);
+  session.info = info;
+  session.pollFailures = 0;
+  if (info.live && !wasLive) retrySoon();
+  render();
+}
+
+/** Once a second: the elapsed time, and whether the picture went stale. */
+function tick() {
+  session.sampleFrames?.();
+  render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+function pageState() {
+  if (session.invalid) return 'invalid';
+  if (hasPicture()) return 'playing';
+  if (session.info && !session.info.live) return 'offline';
+  if (session.pc?.connectionState === 'connected') return session.info?.live ? 'waiting' : 'connecting';
+  return session.connection === 'connecting' ? 'connecting' : 'reconnecting';
+}
+
+const STAGE_TEXT = {
+  invalid: () => session.invalid,
+  offline: () => OFFLINE_TEXT,
+  connecting: () => 'Connecting…',
+  reconnecting: () => 'Reconnecting…',
+  waiting: () => (session.framesPresented > 0 ? 'Waiting for the picture from the host…' : 'The broadcast is starting…'),
+  playing: () => '',
+};
+
+function render() {
+  const state = pageState();
+  document.body.dataset.state = state;
+  clearTimeout(session.staleTimer);
+  session.staleTimer = state === 'playing'
+    ? setTimeout(render, session.lastFrameAt + stallLimit() - performance.now() + 10)
+    : null;
+  ui.stage.dataset.showing = state === 'playing' ? 'video' : 'message';
+  setText(ui.stageText, STAGE_TEXT[state]());
+
+  renderStatus(state);
+  renderRoomInfo();
+  renderAudio(state);
+
+  const error = session.refused ?? null;
+  ui.pageError.hidden = !error;
+  setText(ui.pageError, error ?? '');
+}
+
+function renderStatus(state) {
+  let tone;
+  let text;
+  if (state === 'invalid') {
+    tone = 'bad';
+    text = 'No broadcast';
+  } else if (session.pollFailures >= 2 && session.connection !== 'connected') {
+    tone = 'bad';
+    text = 'Cannot reach the server — retrying…';
+  } else if (session.connection === 'connected' && session.pc?.connectionState === 'connected') {
+    tone = 'ok';
+    text = 'Connected';
+  } else if (session.connection === 'connected' && session.pc?.connectionState === 'disconnected') {
+    tone = 'pending';
+    text = 'Reconnecting…';
+  } else if (session.connection === 'reconnecting') {
+    tone = 'pending';
+    text = 'Reconnecting…';
+  } else {
+    tone = 'pending';
+    text = 'Connecting…';
+  }
+  ui.status.dataset.tone = tone;
+  ui.status.title = session.lastProblem ?? '';
+  setText(ui.statusText, text);
+}
+
+function renderRoomInfo() {
+  const info = session.info;
+  const live = info ? Boolean(info.live) : null;
+  document.body.dataset.live = live == null ? 'unknown' : String(live);
+  ui.liveBadge.dataset.live = live == null ? 'unknown' : String(live);
+  setText(ui.liveBadge, live == null ? '…' : live ? 'LIVE' : 'OFFLINE');
+  ui.liveBadge.setAttribute('aria-label', live == null ? 'Status unknown' : live ? 'Live now' : 'Offline');
+  if (session.room && !session.invalid) {
+    document.title = `${live ? '● ' : ''}${session.room} · roomcast`;
+  }
+
+  const viewers = Number.isFinite(info?.viewers) ? info.viewers : null;
+  ui.viewerCount.hidden = viewers == null;
+  setText(ui.viewerCount, viewers == null ? '' : `${viewers} ${viewers === 1 ? 'viewer' : 'viewers'}`);
+
+  const host = info?.host ?? null;
+  const source = { rtmp: 'RTMP', whip: 'WHIP', webrtc: 'browser' }[host?.source] ?? host?.source;
+  setText(ui.hostName, host ? (source ? `${host.name} (${source})` : host.name) : '—');
+
+  const startedAt = live && info.started_at ? Date.parse(info.started_at) : NaN;
+  if (Number.isFinite(startedAt)) {
+    const seconds = Math.max(0, Math.floor((Date.now() - startedAt) / 1000));
+    setText(ui.elapsed, formatDuration(seconds));
+    ui.elapsed.dateTime = `PT${seconds}S`;
+  } else {
+    setText(ui.elapsed, '—');
+    ui.elapsed.removeAttribute('datetime');
+  }
+
+  const warnings = Array.isArray(info?.warnings) ? info.warnings.map(String) : [];
+  const shown = [...ui.warningList.children].map((item) => item.textContent);
+  if (shown.length !== warnings.length || shown.some((text, i) => text !== warnings[i])) {
+    ui.warningList.replaceChildren(...warnings.map((text) => {
+      const item = document.createElement('li');
+      item.textContent = text;
+      return item;
+    }));
+  }
+  ui.warnings.hidden = warnings.length === 0;
+}
+
+function renderAudio(state) {
+  const muted = ui.video.muted;
+  ui.unmuteButton.hidden = !(session.audioBlocked && muted) || state === 'invalid';
+  setText(ui.muteButton, muted ? 'Unmute' : 'Mute');
+  ui.muteButton.setAttribute('aria-pressed', String(muted));
+  ui.muteButton.disabled = state === 'invalid';
+}
+
+/** Writes text only when it changed, so screen readers do not hear the same status again. */
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+function formatDuration(total) {
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = total % 60;
+  const two = (n) => String(n).padStart(2, '0');
+  return hours ? `${hours}:${two(minutes)}:${two(seconds)}` : `${minutes}:${two(seconds)}`;
+}
+
+main();
