@@ -85,9 +85,13 @@ const session = {
   /** The latest /api/rooms answer (null until the first one). */
   info: null,
   pollFailures: 0,
+  pollTimer: null,
+  polling: false,
   audioBlocked: false,
   framesPresented: 0,
   lastFrameAt: null,
+  /** Browsers without requestVideoFrameCallback: polls the decoder's frame count (tick()). */
+  sampleFrames: null,
   /** performance.now() of milestones: whep_posted, whep_answered, pc_<state>, first_frame... */
   timings: {},
 };
@@ -210,8 +214,8 @@ async function connect() {
     });
     const body = await response.text();
     if (response.status !== 201) throw new HttpError(response.status, body);
-    const location = response.headers.get('Location');
-    const sessionUrl = location ? new URL(location, response.url).href : null;
+    const locationHeader = response.headers.get('Location');
+    const sessionUrl = locationHeader ? new URL(locationHeader, response.url).href : null;
     if (!current()) {
       endSession(sessionUrl);
       return;
@@ -265,6 +269,7 @@ function onConnectionStateChange(pc) {
     session.connection = 'connected';
     session.retryAttempt = 0;
     session.lastProblem = null;
+    pollRoom(); // the viewer count now includes this page: show it without waiting 2 s
   } else if (state === 'disconnected') {
     // Often a blip that ICE recovers from by itself; if not, start over.
     session.graceTimer = setTimeout(() => {
@@ -422,6 +427,10 @@ function setUpFullscreen() {
 // Room status
 
 async function pollRoom() {
+  clearTimeout(session.pollTimer);
+  session.pollTimer = null;
+  if (session.polling) return;
+  session.polling = true;
   const controller = new AbortController();
   const timeout = setTimeout(() => controller.abort(), POLL_TIMEOUT_MS);
   try {
@@ -444,7 +453,8 @@ async function pollRoom() {
     render();
   } finally {
     clearTimeout(timeout);
-    setTimeout(pollRoom, POLL_INTERVAL_MS);
+    session.polling = false;
+    session.pollTimer = setTimeout(pollRoom, POLL_INTERVAL_MS);
   }
 }
 
@@ -530,11 +540,11 @@ function renderStatus(state) {
 
 function renderRoomInfo() {
   const info = session.info;
+  ui.liveBadge.hidden = Boolean(session.invalid);
   const live = info ? Boolean(info.live) : null;
   document.body.dataset.live = live == null ? 'unknown' : String(live);
   ui.liveBadge.dataset.live = live == null ? 'unknown' : String(live);
   setText(ui.liveBadge, live == null ? '…' : live ? 'LIVE' : 'OFFLINE');
-  ui.liveBadge.setAttribute('aria-label', live == null ? 'Status unknown' : live ? 'Live now' : 'Offline');
   if (session.room && !session.invalid) {
     document.title = `${live ? '● ' : ''}${session.room} · roomcast`;
   }
@@ -575,6 +585,7 @@ function renderAudio(state) {
   setText(ui.muteButton, muted ? 'Unmute' : 'Mute');
   ui.muteButton.setAttribute('aria-pressed', String(muted));
   ui.muteButton.disabled = state === 'invalid';
+  ui.fullscreenButton.disabled = state === 'invalid';
 }
 
 /** Writes text only when it changed, so screen readers do not hear the same status again. */

@@ -109,7 +109,7 @@ struct Queues {
 
 impl Router {
     pub fn new(config: RouterConfig, dtls_cert: DtlsCert, metrics: Arc<WorkerMetrics>) -> Self {
-        let mut codecs = server_codecs(RtcConfig::new());
+        let mut codecs = server_codecs(RtcConfig::new(), false);
         let ingest_h264 = *codecs
             .codec_config()
             .find(|p| {
@@ -446,7 +446,12 @@ impl Router {
         let index = self.peer_index(participant)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let first_offer = self.peers[index].as_ref().is_some_and(|p| p.rtc.is_none());
-        let new_rtc = first_offer.then(|| self.new_rtc(now));
+        // Broadcast publishers (WHIP) answer with H.264 first: it is what encoders send and
+        // what HLS packages; room members keep VP8 first.
+        let h264_first = self.peers[index]
+            .as_ref()
+            .is_some_and(|p| p.subscription == Subscription::Nothing);
+        let new_rtc = first_offer.then(|| self.new_rtc(now, h264_first));
         let peer = self.peers[index]
             .as_mut()
             .expect("peer_index checked the slot");
@@ -479,8 +484,8 @@ impl Router {
         Ok(answer.to_sdp_string())
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
-        let mut rtc = server_codecs(Rtc::builder())
+    fn new_rtc(&self, now: Instant, h264_first: bool) -> Rtc {
+        let mut rtc = server_codecs(Rtc::builder(), h264_first)
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_dtls_cert(self.dtls_cert.clone())
@@ -1350,14 +1355,15 @@ impl Router {
 
 /// Opus, VP8 and H.264 only: every browser has them, H.264 is what RTMP/WHIP encoders send,
 /// and each forwarded m-line lists every configured codec, so fewer codecs make smaller offers
-/// that browsers apply faster. Publishers send the first one they share with this list, VP8 for
-/// browsers.
-fn server_codecs(config: RtcConfig) -> RtcConfig {
-    config
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .enable_h264(true)
+/// that browsers apply faster. Publishers send the first one they share with this list: VP8
+/// for room members, H.264 with `h264_first` (broadcast publishers).
+fn server_codecs(config: RtcConfig, h264_first: bool) -> RtcConfig {
+    let config = config.clear_codecs().enable_opus(true, false);
+    if h264_first {
+        config.enable_h264(true).enable_vp8(true)
+    } else {
+        config.enable_vp8(true).enable_h264(true)
+    }
 }
 
 fn summary(peer: &Peer) -> ParticipantSummary {

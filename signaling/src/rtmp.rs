@@ -59,9 +59,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RTP_PAYLOAD: usize = 1100;
 
 /// The operator-facing fix for B-frames, in logs, metrics help and the broadcast status.
-pub const BFRAME_WARNING: &str = "B-frames detected in the H.264 stream: WebRTC viewers will see \
-     stutter and frames out of order. Fix: in OBS, Settings → Output (Advanced) → Streaming → \
-     x264 options `bframes=0` (or the \"baseline\" profile); with ffmpeg add `-bf 0`.";
+pub const BFRAME_WARNING: &str = "B-frames detected in the H.264 stream: browsers cannot decode \
+     them over WebRTC, so viewers see a frozen or stuttering picture. Fix: in OBS, Settings → \
+     Output (Advanced) → Streaming → x264 options `bframes=0` (or the \"baseline\" profile); \
+     with ffmpeg add `-bf 0`.";
 
 /// RTMP settings.
 #[derive(Debug, Clone, Copy, Default)]

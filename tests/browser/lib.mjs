@@ -75,16 +75,18 @@ function describe(value) {
 // Server
 
 /**
- * Starts `roomcast serve` on an ephemeral HTTP port and an ephemeral RTC port and waits until it
- * logs `HTTP listening on <url>`. Returns { url, rtmpUrl, logs(), stop(), process }.
+ * Starts `roomcast serve` on an ephemeral HTTP port, an ephemeral RTC port and an ephemeral RTMP
+ * port (the server's default RTMP port, 1935, would keep two servers from running at once) and
+ * waits until it logs `HTTP listening on <url>`. Returns { url, rtmpUrl, logs(), stop(), process }.
  *
- * `extraArgs` are appended to `args` (e.g. `['--rtmp', '127.0.0.1:0']`). When the arguments
- * include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and returns that base URL
- * as `rtmpUrl` (publish to `${rtmpUrl}/live/<stream key>`); otherwise `rtmpUrl` is null.
+ * `extraArgs` are added to `args`; a `--flag value` pair there replaces the same flag in `args`.
+ * When the arguments include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and
+ * returns that base URL as `rtmpUrl` (publish to `${rtmpUrl}/live/<stream key>`); otherwise
+ * `rtmpUrl` is null.
  */
 export async function startServer({
   bin = process.env.ROOMCAST_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'roomcast'),
-  args = ['serve', '--http', '127.0.0.1:0', '--rtc-port', '0'],
+  args = ['serve', '--http', '127.0.0.1:0', '--rtc-port', '0', '--rtmp', '127.0.0.1:0'],
   extraArgs = [],
   env = {},
   readyTimeout = 20_000,
@@ -92,7 +94,7 @@ export async function startServer({
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} does not exist: build it with \`cargo build\` or set ROOMCAST_BIN`);
   }
-  args = [...args, ...extraArgs];
+  args = mergeArgs(args, extraArgs);
   const wantRtmp = args.some((arg) => arg === '--rtmp' || arg.startsWith('--rtmp='));
   const lines = [];
   const child = spawn(bin, args, {
@@ -163,6 +165,20 @@ export async function startServer({
   });
 
   return { url, rtmpUrl, logs: () => lines.join('\n'), lines, stop, process: child };
+}
+
+/** `args` followed by `extra`, where each `--flag value` pair of `extra` replaces that flag in `args`. */
+function mergeArgs(args, extra) {
+  const overridden = new Set(extra.filter((arg, i) => arg.startsWith('--') && extra[i + 1] != null && !extra[i + 1].startsWith('--')));
+  const kept = [];
+  for (let i = 0; i < args.length; i += 1) {
+    if (overridden.has(args[i]) && args[i + 1] != null && !args[i + 1].startsWith('--')) {
+      i += 1; // and its value
+      continue;
+    }
+    kept.push(args[i]);
+  }
+  return [...kept, ...extra];
 }
 
 // ---------------------------------------------------------------------------------------------
