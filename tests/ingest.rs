@@ -156,7 +156,7 @@ async fn rtmp_reaches_whep_viewers_and_they_survive_an_encoder_restart() {
     .await;
     let before = early.stats().video_frames;
     let restarted = Instant::now();
-    let _encoder = Encoder::obs(&server.rtmp, "show");
+    let mut restarted_encoder = Encoder::obs(&server.rtmp, "show");
     wait_for_frames(
         &early,
         before,
@@ -177,6 +177,32 @@ async fn rtmp_reaches_whep_viewers_and_they_survive_an_encoder_restart() {
         gap < Duration::from_secs(3),
         "viewers resumed only after {gap:?} (ffmpeg start + first keyframe should be < 1 s)"
     );
+
+    // A second encoder with the same key while one is live replaces it (decision 0007): the
+    // first one's connection is closed, the viewers play the newcomer.
+    let _replacement = Encoder::obs(&server.rtmp, "show");
+    eventually(
+        Duration::from_secs(10),
+        "the replaced encoder to be disconnected",
+        || {
+            if restarted_encoder.exited() {
+                Ok(())
+            } else {
+                Err("still running".into())
+            }
+        },
+    )
+    .await;
+    let frames = early.stats().video_frames;
+    wait_for_frames(
+        &early,
+        frames + 30,
+        Duration::from_secs(10),
+        "frames from the replacement",
+    )
+    .await;
+    assert_eq!(server.metric("roomcast_ingest_replaced_total"), 1);
+    assert_eq!(room_status(&server, "show")["live"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

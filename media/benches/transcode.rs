@@ -41,7 +41,9 @@ fn one_second(c: &mut Criterion, name: &str, stream: &[u8]) {
             for (i, frame) in frames.iter().enumerate() {
                 let pts = i as i64 * 1024 * 1000 / rate;
                 out.clear();
-                transcoder.push(frame, pts, &mut out).expect("fixture frames decode");
+                transcoder
+                    .push(frame, pts, &mut out)
+                    .expect("fixture frames decode");
             }
             out.len()
         })
