@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what roomcast's tests need beyond Rust and Node: Debian's Chromium (driven by
-# playwright-core; never a downloaded browser), ffmpeg (the OBS stand-in pushing RTMP), and the
-# npm packages in package-lock.json.
+# playwright-core; never a downloaded browser), ffmpeg (the OBS stand-in pushing RTMP), nginx
+# with its stream module (the TLS proxy of nginx/*.conf, in tests/browser/nginx.test.mjs),
+# docker-compose (resolves compose.yaml in tests/deploy.rs; no Docker engine needed), coturn
+# (the TURN relay of tests/browser/turn.test.mjs, started by the test, never as a service), and
+# the npm packages in package-lock.json.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +12,11 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v ffmpeg >/dev/null 2>&1 || apt_packages+=(ffmpeg)
+command -v turnserver >/dev/null 2>&1 || apt_packages+=(coturn)
+command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
+# /usr/sbin is not on every user's PATH: look for the files the nginx test uses.
+[ -x /usr/sbin/nginx ] || apt_packages+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || apt_packages+=(libnginx-mod-stream)
 
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else

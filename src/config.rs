@@ -3,8 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use roomcast_auth::turn::{self, TurnConfig};
 use roomcast_sfu::SfuConfig;
 use serde::Deserialize;
 
@@ -43,6 +45,29 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_PARTICIPANTS", value_name = "N")]
     max_participants: Option<usize>,
 
+    /// Rooms this server hosts at once; a join that would open one more is refused.
+    /// [default: 1000]
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS", value_name = "N")]
+    max_rooms: Option<usize>,
+
+    /// Signaling messages per second per connection (bursts of twice that pass).
+    /// [default: 50]
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_RATE", value_name = "N")]
+    max_message_rate: Option<u32>,
+
+    /// Largest signaling message in bytes, at most 1048576. [default: 65536]
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+
+    /// Concurrent WebSockets and WHIP/WHEP sessions from one IP address. [default: 50]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+
+    /// Take client addresses from the X-Real-IP header (set by the nginx in front) for the
+    /// per-IP limit. Only when every request comes through that proxy.
+    #[arg(long, env = "ROOMCAST_TRUST_PROXY_HEADERS")]
+    trust_proxy_headers: bool,
+
     /// RTMP ingest listen address (OBS: Server `rtmp://HOST/live`, Stream Key = the key).
     /// Port 0 picks a free port (logged). [default: the --http address's IP, port 1935]
     #[arg(long, env = "ROOMCAST_RTMP", value_name = "ADDR:PORT")]
@@ -68,8 +93,51 @@ pub struct ServeArgs {
     )]
     api_secret: Option<String>,
 
+    /// Secret shared with the TURN server (coturn: `use-auth-secret`,
+    /// `static-auth-secret=SECRET`). With --turn-urls, every participant gets its own
+    /// time-limited TURN credentials. Prefer the environment variable or the config file.
+    #[arg(
+        long,
+        env = "ROOMCAST_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    turn_secret: Option<String>,
+
+    /// TURN URLs given to clients, comma-separated, e.g.
+    /// `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349?transport=tcp`.
+    #[arg(
+        long,
+        env = "ROOMCAST_TURN_URLS",
+        value_name = "URL,…",
+        value_delimiter = ','
+    )]
+    turn_urls: Vec<String>,
+
+    /// Lifetime of the TURN credentials a participant gets (30m, 6h, 1d); a relayed call
+    /// ends when they expire. [default: 12h]
+    #[arg(long, env = "ROOMCAST_TURN_TTL", value_name = "DURATION", value_parser = crate::token::parse_ttl)]
+    turn_ttl: Option<Duration>,
+
+    /// Serve HTTPS and WSS on --http with this certificate chain (PEM, leaf first). Needs
+    /// --tls-key.
+    #[arg(long, env = "ROOMCAST_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "ROOMCAST_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS and WSS on --http with a certificate generated at startup for these
+    /// comma-separated DNS names and IPs (e.g. localhost,127.0.0.1). Browsers warn about it:
+    /// for testing and private networks. Not with --tls-cert.
+    #[arg(long, env = "ROOMCAST_TLS_SELF_SIGNED", value_name = "NAMES")]
+    tls_self_signed: Option<String>,
+
     /// TOML file with any of the settings above (keys: http, rtc_port, public_ip, rtc_bind,
-    /// workers, max_participants, rtmp, refuse_bframes, api_key, api_secret). Flags and
+    /// workers, max_participants, max_rooms, max_message_rate, max_message_bytes,
+    /// max_connections_per_ip, trust_proxy_headers, rtmp, refuse_bframes, api_key, api_secret, turn_secret,
+    /// turn_urls (an array), turn_ttl, tls_cert, tls_key, tls_self_signed). Flags and
     /// environment variables override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -84,10 +152,21 @@ struct FileConfig {
     rtc_bind: Option<IpAddr>,
     workers: Option<usize>,
     max_participants: Option<usize>,
+    max_rooms: Option<usize>,
+    max_message_rate: Option<u32>,
+    max_message_bytes: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    trust_proxy_headers: Option<bool>,
     rtmp: Option<SocketAddr>,
     refuse_bframes: Option<bool>,
     api_key: Option<String>,
     api_secret: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<String>,
+    turn_secret: Option<String>,
+    turn_urls: Option<Vec<String>>,
+    turn_ttl: Option<String>,
 }
 
 #[derive(Debug)]
@@ -98,6 +177,11 @@ pub struct ServeConfig {
     pub refuse_bframes: bool,
     /// `None` is dev mode.
     pub credentials: Option<roomcast_auth::ApiCredentials>,
+    /// `None`: plain HTTP. Loaded (files read, or the certificate generated) by `resolve`.
+    pub tls: Option<crate::tls::Tls>,
+    /// `None`: no TURN server, clients get no ICE servers.
+    pub turn: Option<TurnConfig>,
+    pub limits: roomcast_signaling::limits::Limits,
 }
 
 /// Shorter secrets are refused: HS256 wants at least 256 bits of key material.
@@ -142,6 +226,36 @@ impl ServeConfig {
         if max_participants == 0 {
             return Err("--max-participants must be at least 1".into());
         }
+        let max_rooms = args.max_rooms.or(file.max_rooms).unwrap_or(1000);
+        let defaults = roomcast_signaling::limits::Limits::default();
+        let limits = roomcast_signaling::limits::Limits {
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            max_message_rate: args
+                .max_message_rate
+                .or(file.max_message_rate)
+                .unwrap_or(defaults.max_message_rate),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip),
+            trust_proxy_headers: args.trust_proxy_headers
+                || file.trust_proxy_headers.unwrap_or(false),
+        };
+        if max_rooms == 0 || limits.max_message_rate == 0 || limits.max_connections_per_ip == 0 {
+            return Err(
+                "--max-rooms, --max-message-rate and --max-connections-per-ip must be at least 1"
+                    .into(),
+            );
+        }
+        if !(1024..=1024 * 1024).contains(&limits.max_message_bytes) {
+            return Err(format!(
+                "--max-message-bytes must be between 1024 and 1048576 (got {})",
+                limits.max_message_bytes
+            ));
+        }
         let credentials = match (
             args.api_key.or(file.api_key),
             args.api_secret.or(file.api_secret),
@@ -163,23 +277,116 @@ impl ServeConfig {
                 );
             }
         };
+        let turn = resolve_turn(
+            args.turn_secret.or(file.turn_secret),
+            if args.turn_urls.is_empty() {
+                file.turn_urls.unwrap_or_default()
+            } else {
+                args.turn_urls
+            },
+            match (args.turn_ttl, file.turn_ttl) {
+                (Some(ttl), _) => Some(ttl),
+                (None, Some(text)) => Some(
+                    crate::token::parse_ttl(&text)
+                        .map_err(|e| format!("config file: turn_ttl {e}"))?,
+                ),
+                (None, None) => None,
+            },
+        )?;
+        let tls = match tls_source(
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_self_signed.or(file.tls_self_signed),
+        )? {
+            Some(source) => Some(crate::tls::Tls::load(&source)?),
+            None => None,
+        };
         let rtmp = args
             .rtmp
             .or(file.rtmp)
             .unwrap_or(SocketAddr::new(http.ip(), DEFAULT_RTMP_PORT));
         Ok(ServeConfig {
             http,
+            tls,
             rtmp,
             refuse_bframes: args.refuse_bframes || file.refuse_bframes.unwrap_or(false),
             credentials,
+            turn,
+            limits,
             sfu: SfuConfig {
                 workers,
                 bind_ip,
                 rtc_port: args.rtc_port.or(file.rtc_port).unwrap_or(DEFAULT_RTC_PORT),
                 announce_ip: public_ip,
                 max_participants_per_room: max_participants,
+                max_rooms,
             },
         })
+    }
+}
+
+/// Both the TURN secret and URLs, or neither.
+fn resolve_turn(
+    secret: Option<String>,
+    urls: Vec<String>,
+    ttl: Option<Duration>,
+) -> Result<Option<TurnConfig>, String> {
+    let urls: Vec<String> = urls
+        .iter()
+        .map(|url| url.trim().to_string())
+        .filter(|url| !url.is_empty())
+        .collect();
+    match (secret, urls.is_empty()) {
+        (None, true) if ttl.is_some() => {
+            Err("--turn-ttl is set without --turn-secret and --turn-urls".into())
+        }
+        (None, true) => Ok(None),
+        (Some(secret), false) => TurnConfig::new(secret, urls, ttl.unwrap_or(turn::DEFAULT_TTL))
+            .map(Some)
+            .map_err(|e| format!("--turn-secret/--turn-urls: {e}")),
+        (Some(_), true) => Err(
+            "--turn-secret is set but --turn-urls is not: set both (or neither, for no TURN)"
+                .into(),
+        ),
+        (None, false) => Err(
+            "--turn-urls is set but --turn-secret is not: set both (or neither, for no TURN); \
+             the secret is coturn's static-auth-secret"
+                .into(),
+        ),
+    }
+}
+
+/// Which certificate, if any: both files, or names to generate one for, or none.
+fn tls_source(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: Option<String>,
+) -> Result<Option<crate::tls::CertificateSource>, String> {
+    use crate::tls::CertificateSource;
+    match (cert, key, self_signed) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), None) => Ok(Some(CertificateSource::Files { cert, key })),
+        (None, None, Some(names)) => {
+            let names: Vec<String> = names
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() {
+                return Err(
+                    "--tls-self-signed needs at least one DNS name or IP, e.g. localhost,127.0.0.1"
+                        .into(),
+                );
+            }
+            Ok(Some(CertificateSource::SelfSigned { names }))
+        }
+        (_, _, Some(_)) => Err(
+            "--tls-self-signed and --tls-cert/--tls-key are mutually exclusive: serve your \
+             certificate files, or a generated one, not both"
+                .into(),
+        ),
+        _ => Err("set both --tls-cert and --tls-key (or neither)".into()),
     }
 }
 
@@ -235,5 +442,87 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.contains("htp"), "{error}");
+    }
+
+    #[test]
+    fn turn_needs_secret_and_urls() {
+        let urls = vec!["turn:127.0.0.1:3478?transport=udp".to_string()];
+        let config = ServeConfig::resolve(ServeArgs::default()).unwrap();
+        assert!(config.turn.is_none());
+        let only_secret = ServeArgs {
+            turn_secret: Some("s".into()),
+            ..Default::default()
+        };
+        let error = ServeConfig::resolve(only_secret).unwrap_err();
+        assert!(error.contains("--turn-urls"), "{error}");
+        let only_urls = ServeArgs {
+            turn_urls: urls.clone(),
+            ..Default::default()
+        };
+        let error = ServeConfig::resolve(only_urls).unwrap_err();
+        assert!(error.contains("--turn-secret"), "{error}");
+        let bad_url = ServeArgs {
+            turn_secret: Some("s".into()),
+            turn_urls: vec!["stun:127.0.0.1".into()],
+            ..Default::default()
+        };
+        let error = ServeConfig::resolve(bad_url).unwrap_err();
+        assert!(error.contains("stun:127.0.0.1"), "{error}");
+        let both = ServeArgs {
+            turn_secret: Some("s".into()),
+            turn_urls: urls.clone(),
+            ..Default::default()
+        };
+        let turn = ServeConfig::resolve(both).unwrap().turn.unwrap();
+        assert_eq!(turn.urls(), urls.as_slice());
+        assert_eq!(turn.ttl(), turn::DEFAULT_TTL);
+    }
+
+    #[test]
+    fn turn_from_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("roomcast-turn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("roomcast.toml");
+        std::fs::write(
+            &path,
+            "turn_secret = \"s\"\nturn_urls = [\"turn:a.example:3478\", \"turns:a.example:5349?transport=tcp\"]\nturn_ttl = \"2h\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        let turn = config.turn.unwrap();
+        assert_eq!(turn.urls().len(), 2);
+        assert_eq!(turn.ttl(), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn tls_is_both_files_or_generated_names() {
+        use crate::tls::CertificateSource;
+        assert_eq!(tls_source(None, None, None), Ok(None));
+        assert_eq!(
+            tls_source(None, None, Some(" localhost, 127.0.0.1,".into())),
+            Ok(Some(CertificateSource::SelfSigned {
+                names: vec!["localhost".into(), "127.0.0.1".into()]
+            }))
+        );
+        let half = tls_source(Some("cert.pem".into()), None, None).unwrap_err();
+        assert!(half.contains("both --tls-cert and --tls-key"), "{half}");
+        let both = tls_source(
+            Some("cert.pem".into()),
+            Some("key.pem".into()),
+            Some("localhost".into()),
+        )
+        .unwrap_err();
+        assert!(both.contains("mutually exclusive"), "{both}");
+        assert!(tls_source(None, None, Some(",".into())).is_err());
+        let config = ServeConfig::resolve(ServeArgs {
+            tls_self_signed: Some("localhost".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.tls.unwrap().certificate.names, ["localhost"]);
     }
 }

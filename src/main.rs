@@ -5,6 +5,7 @@
 
 mod config;
 mod load;
+mod tls;
 mod token;
 
 use std::io::IsTerminal;
@@ -33,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the server. With no flags and no config file it runs in dev mode on loopback.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load a running server with str0m participants and measure it (rooms, broadcast, churn).
     Load(load::LoadArgs),
     /// Access tokens: `roomcast token create --room R --identity I` mints one.
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
             }
         }
         Commands::Serve(args) => {
-            let config = match ServeConfig::resolve(args) {
+            let config = match ServeConfig::resolve(*args) {
                 Ok(config) => config,
                 Err(message) => {
                     error!("{message}");
@@ -123,39 +124,73 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
             )
         })?;
     let rtmp_addr = rtmp_listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState::new(
+    if let Some(turn) = &config.turn {
+        info!(
+            "TURN: clients get credentials valid {} s for {}",
+            turn.ttl().as_secs(),
+            turn.urls().join(", ")
+        );
+    }
+    let mut state = AppState::new(
         sfu.clone(),
         config.credentials,
-        Vec::new(),
+        config.turn,
         RtmpConfig {
             refuse_bframes: config.refuse_bframes,
         },
-    ));
+    );
+    state.limits = config.limits;
+    let state = Arc::new(state);
     tokio::spawn(roomcast_signaling::rtmp::serve(
         rtmp_listener,
         state.clone(),
     ));
     info!("RTMP listening on rtmp://{rtmp_addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     info!(
-        "OBS: Server rtmp://{rtmp_addr}/live, Stream Key = {}; viewers open http://{http_addr}/watch/<room>",
+        "OBS: Server rtmp://{rtmp_addr}/live, Stream Key = {}; viewers open {scheme}://{http_addr}/watch/<room>",
         if state.dev_mode {
             "the room name"
         } else {
             "a token from `roomcast token create --grant ingest`"
         }
     );
-    info!("HTTP listening on http://{http_addr}");
-    info!("open http://{http_addr}/?room=demo&name=Ada in a browser to join room \"demo\"");
 
     let shutdown_sfu = sfu.clone();
-    axum::serve(listener, roomcast_signaling::app(state))
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            info!("shutting down: removing participants and stopping workers");
-            shutdown_sfu.shutdown().await;
-        })
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    let shutdown = async move {
+        wait_for_signal().await;
+        info!("shutting down: removing participants and stopping workers");
+        shutdown_sfu.shutdown().await;
+    };
+    // Handlers see `ConnectInfo<SocketAddr>` in both modes.
+    let app = roomcast_signaling::app(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match config.tls {
+        None => {
+            info!("HTTP listening on http://{http_addr}");
+            info!("open http://{http_addr}/?room=demo&name=Ada in a browser to join room \"demo\"");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            tls.certificate.log();
+            let listener = tls::TlsListener::start(listener, tls.server_config)
+                .map_err(|e| format!("cannot listen for HTTPS on {http_addr}: {e}"))?;
+            info!("HTTPS listening on https://{http_addr}");
+            info!(
+                "open https://{http_addr}/?room=demo&name=Ada in a browser to join room \"demo\""
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| format!("HTTP server failed: {e}"))?;
     info!("stopped");
     Ok(())
 }

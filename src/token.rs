@@ -36,7 +36,7 @@ struct CreateArgs {
           value_parser = NonEmptyStringValueParser::new())]
     api_secret: String,
 
-    /// The room the token opens (only that one).
+    /// The room the token opens (only that one); `*` scopes an admin token to every room.
     #[arg(long, value_parser = NonEmptyStringValueParser::new())]
     room: String,
 
@@ -72,7 +72,10 @@ fn create(args: CreateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(why) = roomcast_signaling::validate_room_name(&args.room) {
+    // `*` is the scope of an admin token for every room (the admin API).
+    if args.room != roomcast_signaling::admin::ALL_ROOMS
+        && let Err(why) = roomcast_signaling::validate_room_name(&args.room)
+    {
         eprintln!("error: --room {:?}: {why}", args.room);
         return ExitCode::from(2);
     }
@@ -104,7 +107,7 @@ fn create(args: CreateArgs) -> ExitCode {
 }
 
 /// `30s`, `15m`, `6h`, `7d`: a positive whole number and one unit.
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_ttl(text: &str) -> Result<Duration, String> {
     let usage = "expected a positive number with a unit s, m, h or d, like 30s, 15m, 6h or 7d";
     let Some(unit_at) = text.find(|c: char| !c.is_ascii_digit()) else {
         return Err(format!("{text:?} has no unit; {usage}"));

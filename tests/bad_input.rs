@@ -67,6 +67,7 @@ async fn bystanders(server: &Server, room: &str) -> Vec<Participant> {
         name: name.into(),
         publish: Some(PublishOptions::default()),
         bind_ip: "127.0.0.1".parse().unwrap(),
+        token: None,
     };
     let bystanders = vec![
         Participant::join(options("alice")).await.unwrap(),

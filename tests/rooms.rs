@@ -22,6 +22,7 @@ fn options(server: &Server, room: &str, name: &str) -> ParticipantOptions {
             keyframe_interval: None,
         }),
         bind_ip: "127.0.0.1".parse().unwrap(),
+        token: None,
     }
 }
 

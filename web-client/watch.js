@@ -4,7 +4,9 @@
 // room) over WHEP: one RTCPeerConnection with a recvonly audio and a recvonly video transceiver,
 // the offer POSTed to /whep/<room> without trickle ICE (the server is ICE-lite and learns our
 // address from our STUN checks), the answer in the 201 response, `Location` naming the session
-// that a DELETE ends. The server keeps a session on the room's current host and moves it to the
+// that a DELETE ends. The 201's `Link: <turn:…>; rel="ice-server"` headers carry TURN servers
+// with this session's credentials: the offer is POSTed before setLocalDescription, so they are
+// configured before ICE gathering starts and a viewer without UDP can relay. The server keeps a session on the room's current host and moves it to the
 // next host without renegotiating, so a host that drops and comes back needs nothing from us.
 // Only when our own connection fails (or the POST does) do we start a new session, with backoff.
 //
@@ -23,8 +25,6 @@
 const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const POLL_INTERVAL_MS = 2_000;
 const POLL_TIMEOUT_MS = 5_000;
-/** Non-trickle offer: wait for ICE gathering to complete, but no longer than this. */
-const ICE_GATHERING_MAX_MS = 1_000;
 /** A connection 'disconnected' for this long is given up and replaced by a new session. */
 const DISCONNECTED_GRACE_MS = 2_000;
 /** A new session that has not connected after this long is given up too. */
@@ -203,14 +203,13 @@ async function connect() {
   });
 
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringComplete(pc, ICE_GATHERING_MAX_MS);
+    const offer = await pc.createOffer();
     if (!current()) return;
     session.timings.whep_posted ??= performance.now();
     const response = await fetch(serverUrl(`/whep/${encodeURIComponent(session.room)}`), {
       method: 'POST',
       headers: { 'Content-Type': 'application/sdp', ...authHeaders() },
-      body: pc.localDescription.sdp,
+      body: offer.sdp,
     });
     const body = await response.text();
     if (response.status !== 201) throw new HttpError(response.status, body);
@@ -223,6 +222,9 @@ async function connect() {
     session.sessionUrl = sessionUrl;
     session.sessions += 1;
     session.refused = null;
+    const iceServers = parseIceServerLinks(response.headers.get('Link'));
+    if (iceServers.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers });
+    await pc.setLocalDescription(offer);
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
     session.timings.whep_answered ??= performance.now();
     session.connectTimer = setTimeout(() => {
@@ -242,20 +244,23 @@ async function connect() {
   }
 }
 
-function iceGatheringComplete(pc, maxMs) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', check);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done();
-    };
-    const timer = setTimeout(done, maxMs);
-    pc.addEventListener('icegatheringstatechange', check);
-  });
+/**
+ * The ICE servers in a `Link` header value (several links, comma-separated):
+ * `<turn:host:3478?transport=udp>; rel="ice-server"; username="…"; credential="…"`.
+ */
+function parseIceServerLinks(header) {
+  const servers = [];
+  const link = /<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*(?:"[^"]*"|[^;,\s]*))*)/g;
+  for (const [, url, params] of (header ?? '').matchAll(link)) {
+    const values = Object.fromEntries([...params.matchAll(/([\w-]+)\s*=\s*(?:"([^"]*)"|([^;,\s]*))/g)]
+      .map(([, name, quoted, bare]) => [name.toLowerCase(), quoted ?? bare]));
+    if (values.rel !== 'ice-server') continue;
+    const server = { urls: url };
+    if (values.username != null) server.username = values.username;
+    if (values.credential != null) server.credential = values.credential;
+    servers.push(server);
+  }
+  return servers;
 }
 
 function onConnectionStateChange(pc) {

@@ -1,4 +1,5 @@
 //! Access tokens: who may join which room, and do what there.
+//! (Also TURN credentials for the TURN server clients relay through: [`turn`].)
 //!
 //! A roomcast access token is a JSON Web Token ([RFC 7519]) in the JWS compact serialization
 //! ([RFC 7515] §7.1), signed with HMAC-SHA256 (`HS256`, [RFC 7518] §3.2) using the server's API
@@ -88,6 +89,7 @@
 mod claims;
 mod error;
 mod jwt;
+pub mod turn;
 mod utc;
 
 pub use claims::{Claims, Grant, Grants, UnknownGrant};

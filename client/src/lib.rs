@@ -48,6 +48,8 @@ pub struct ParticipantOptions {
     pub publish: Option<PublishOptions>,
     /// Local address for the media socket.
     pub bind_ip: IpAddr,
+    /// Access token for servers outside dev mode.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,7 +156,7 @@ impl Participant {
             &ClientMessage::Join {
                 room: options.room.clone(),
                 name: options.name.clone(),
-                token: None,
+                token: options.token.clone(),
             },
         )
         .await?;

@@ -383,6 +383,7 @@ fn options(config: &LoadConfig, room: String, name: String, publish: bool) -> Pa
             keyframe_interval: Some(Duration::from_secs(2)),
         }),
         bind_ip: config.bind_ip,
+        token: None,
     }
 }
 

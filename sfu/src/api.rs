@@ -83,6 +83,10 @@ pub enum LeaveReason {
     SlowClient,
     /// The server is shutting down.
     ServerShutdown,
+    /// An admin removed it (admin API or a participant with the admin grant).
+    Kicked,
+    /// An admin closed the room.
+    RoomClosed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +205,30 @@ pub enum Command {
         room: String,
         reply: oneshot::Sender<Option<RoomInfo>>,
     },
+    /// Every room on the worker, by name.
+    ListRooms {
+        reply: oneshot::Sender<Vec<(String, RoomInfo)>>,
+    },
+    /// Remove `participant` from `room` (an admin's kick). Replies whether it was there.
+    Kick {
+        room: String,
+        participant: ParticipantId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Remove everyone from `room`; replies how many were removed.
+    CloseRoom {
+        room: String,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Stop (or resume) forwarding `participant`'s tracks in `room`: one track, or all of them.
+    /// Replies with the tracks whose state changed.
+    SetMuted {
+        room: String,
+        participant: ParticipantId,
+        track: Option<TrackId>,
+        muted: bool,
+        reply: oneshot::Sender<Result<Vec<TrackId>, SfuError>>,
+    },
     /// Stop the worker after removing every participant with [`LeaveReason::ServerShutdown`].
     Shutdown,
 }
@@ -220,6 +248,12 @@ pub enum SessionEvent {
     TrackUnpublished {
         participant: ParticipantId,
         track: TrackId,
+    },
+    /// An admin muted or unmuted a track: the SFU stops (or resumes) forwarding it.
+    TrackMuted {
+        participant: ParticipantId,
+        track: TrackId,
+        muted: bool,
     },
     /// A server offer to pass to the client; answer with [`Command::Answer`].
     Offer {
@@ -243,6 +277,8 @@ pub enum SfuError {
     AlreadyJoined(ParticipantId),
     /// The room has reached its participant limit.
     RoomFull { room: String, limit: usize },
+    /// Opening another room would exceed the node's room limit.
+    TooManyRooms { limit: usize },
     /// The SDP could not be parsed or negotiated.
     BadSdp(String),
     /// An answer arrived while no server offer was outstanding.
@@ -256,6 +292,8 @@ pub enum SfuError {
     WorkerGone,
     /// Ingest tracks are only for participants without a WebRTC session.
     NotIngest(ParticipantId),
+    /// The participant has no such track.
+    UnknownTrack(TrackId),
 }
 
 impl fmt::Display for SfuError {
@@ -266,6 +304,10 @@ impl fmt::Display for SfuError {
             SfuError::RoomFull { room, limit } => {
                 write!(f, "room {room:?} is full ({limit} participants)")
             }
+            SfuError::TooManyRooms { limit } => write!(
+                f,
+                "this server already hosts its limit of {limit} rooms; join an existing room or try later"
+            ),
             SfuError::BadSdp(why) => write!(f, "SDP rejected: {why}"),
             SfuError::NoPendingOffer => {
                 write!(f, "answer received but no server offer is outstanding")
@@ -276,6 +318,7 @@ impl fmt::Display for SfuError {
             ),
             SfuError::BadCandidate(why) => write!(f, "ICE candidate rejected: {why}"),
             SfuError::WorkerGone => write!(f, "the media worker for this room has stopped"),
+            SfuError::UnknownTrack(id) => write!(f, "no track {id} on that participant"),
             SfuError::NotIngest(id) => {
                 write!(
                     f,

@@ -40,7 +40,8 @@ pub use api::{
     Command, IngestFrame, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary,
     RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSummary,
 };
-pub use router::{Router, RouterConfig};
+pub use router::{RoomBudget, Router, RouterConfig};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// How the SFU binds and announces its media ports.
@@ -56,6 +57,8 @@ pub struct SfuConfig {
     /// concrete address (not 0.0.0.0).
     pub announce_ip: Option<IpAddr>,
     pub max_participants_per_room: usize,
+    /// Rooms on this node, all workers together; the join that would open one more fails.
+    pub max_rooms: usize,
 }
 
 /// A running SFU: the workers and the way to reach them. Cheap to share behind an `Arc`.
@@ -118,6 +121,7 @@ impl Sfu {
             ));
         }
         let provider = str0m::crypto::from_feature_flags();
+        let room_budget = Arc::new(router::RoomBudget::new(config.max_rooms));
         let mut workers = Vec::with_capacity(config.workers);
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -142,6 +146,7 @@ impl Sfu {
             let router_config = RouterConfig {
                 announced_addr: SocketAddr::new(announce_ip, local_addr.port()),
                 max_participants_per_room: config.max_participants_per_room,
+                room_budget: room_budget.clone(),
             };
             // One DTLS certificate per worker: generating one per peer costs a key pair on
             // every join. Browsers pin the fingerprint per connection, not per server.

@@ -66,6 +66,8 @@ pub(crate) struct Producer {
     pub keyframe_throttle: KeyframeRequestThrottle,
     /// Set for tracks fed by an ingest edge rather than a WebRTC session.
     pub ingest: Option<IngestTrack>,
+    /// An admin muted the track: nothing is forwarded until it is unmuted.
+    pub muted: bool,
 }
 
 /// The sending side of an ingest track: the router numbers its packets.

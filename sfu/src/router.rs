@@ -60,6 +60,49 @@ pub struct RouterConfig {
     /// The address the worker's socket receives on, as announced in ICE candidates.
     pub announced_addr: SocketAddr,
     pub max_participants_per_room: usize,
+    /// The node's room limit, shared by every worker.
+    pub room_budget: Arc<RoomBudget>,
+}
+
+/// How many rooms the node may still open: one counter shared by all workers (a room opens on
+/// its first join and closes when its last participant leaves). Touched only on those two
+/// events, never per packet.
+#[derive(Debug)]
+pub struct RoomBudget {
+    max: usize,
+    open: std::sync::atomic::AtomicUsize,
+}
+
+impl RoomBudget {
+    pub fn new(max: usize) -> Self {
+        RoomBudget {
+            max,
+            open: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Take a room from the budget; false when the node is at its limit.
+    fn try_open(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn close(&self) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                open.checked_sub(1)
+            });
+    }
 }
 
 /// Longest the router sleeps when no peer needs time.
@@ -338,6 +381,46 @@ impl Router {
             Command::RoomInfo { room, reply } => {
                 let _ = reply.send(self.room_info(&room));
             }
+            Command::ListRooms { reply } => {
+                let rooms = self
+                    .rooms
+                    .keys()
+                    .filter_map(|name| Some((name.clone(), self.room_info(name)?)))
+                    .collect();
+                let _ = reply.send(rooms);
+            }
+            Command::Kick {
+                room,
+                participant,
+                reply,
+            } => {
+                let found = self.by_participant.get(&participant).copied().filter(|&i| {
+                    self.peers[i]
+                        .as_ref()
+                        .is_some_and(|p| p.room == room && p.removal.is_none())
+                });
+                if let Some(index) = found {
+                    self.remove_for(index, LeaveReason::Kicked);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Command::CloseRoom { room, reply } => {
+                let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                for &index in &members {
+                    self.remove_for(index, LeaveReason::RoomClosed);
+                }
+                let _ = reply.send(members.len());
+            }
+            Command::SetMuted {
+                room,
+                participant,
+                track,
+                muted,
+                reply,
+            } => {
+                let result = self.set_muted(now, &room, participant, track, muted, out);
+                let _ = reply.send(result);
+            }
             Command::Shutdown => {
                 for index in 0..self.peers.len() {
                     if let Some(peer) = self.peers[index].as_mut() {
@@ -366,6 +449,11 @@ impl Router {
             return Err(SfuError::RoomFull {
                 room,
                 limit: self.config.max_participants_per_room,
+            });
+        }
+        if members.is_empty() && !self.config.room_budget.try_open() {
+            return Err(SfuError::TooManyRooms {
+                limit: self.config.room_budget.max(),
             });
         }
         let existing: Vec<PeerIndex> = members.to_vec();
@@ -715,6 +803,9 @@ impl Router {
         else {
             return;
         };
+        if producer.muted {
+            return;
+        }
         let kind = producer.kind;
         let incoming = packet.incoming;
         let track = producer.track;
@@ -908,6 +999,7 @@ impl Router {
             consumers: Vec::new(),
             keyframe_throttle: KeyframeRequestThrottle::default(),
             ingest: None,
+            muted: false,
         });
         peer.span
             .in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
@@ -1059,6 +1151,7 @@ impl Router {
                 params,
                 next_seq: 0,
             }),
+            muted: false,
         });
         peer.span
             .in_scope(|| info!(track = %track, ?kind, "published ingest track"));
@@ -1108,6 +1201,67 @@ impl Router {
             };
             self.fan_out(now, index, producer_index, &params, packet, out);
         }
+    }
+
+    /// Mark a peer for removal with `reason`; [`Router::process`] removes it.
+    fn remove_for(&mut self, index: PeerIndex, reason: LeaveReason) {
+        if let Some(peer) = self.peers[index].as_mut() {
+            peer.span.in_scope(|| info!(?reason, "removed by an admin"));
+            peer.mark_for_removal(reason);
+            self.queues.to_remove.push(index);
+        }
+    }
+
+    /// An admin's server-side mute: the producer's packets stop at the SFU. Unmuting video
+    /// asks the publisher for a keyframe so subscribers resume at once.
+    fn set_muted(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: ParticipantId,
+        track: Option<TrackId>,
+        muted: bool,
+        out: &mut impl Transmit,
+    ) -> Result<Vec<TrackId>, SfuError> {
+        let index = self
+            .peer_index(participant)
+            .ok()
+            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| p.room == room))
+            .ok_or(SfuError::UnknownParticipant(participant))?;
+        let peer = self.peers[index].as_mut().expect("peer_index checked");
+        if let Some(track) = track
+            && !peer.producers.iter().any(|p| p.track == track)
+        {
+            return Err(SfuError::UnknownTrack(track));
+        }
+        let mut changed = Vec::new();
+        for producer in &mut peer.producers {
+            if track.is_some_and(|t| t != producer.track) || producer.muted == muted {
+                continue;
+            }
+            producer.muted = muted;
+            changed.push((producer.track, producer.kind));
+        }
+        peer.span
+            .in_scope(|| info!(?changed, muted, "tracks muted by an admin"));
+        let members = self.rooms.get(room).cloned().unwrap_or_default();
+        for &(track, kind) in &changed {
+            for &member in &members {
+                if let Some(other) = self.peers[member].as_mut()
+                    && (other.subscription == Subscription::AllTracks || member == index)
+                {
+                    other.notify(SessionEvent::TrackMuted {
+                        participant,
+                        track,
+                        muted,
+                    });
+                }
+            }
+            if !muted && kind == MediaKind::Video {
+                self.request_keyframe(now, index, track, out);
+            }
+        }
+        Ok(changed.into_iter().map(|(track, _)| track).collect())
     }
 
     pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
@@ -1238,6 +1392,7 @@ impl Router {
             members.retain(|&m| m != index);
             if members.is_empty() {
                 self.rooms.remove(&peer.room);
+                self.config.room_budget.close();
             } else {
                 for &member in members.iter() {
                     if let Some(other) = self.peers[member].as_mut()

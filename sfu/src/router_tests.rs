@@ -263,3 +263,112 @@ fn host_followers_are_invisible_and_publish_only_participants_receive_nothing() 
     assert_eq!(error, SfuError::NotIngest(member_id));
     drop(host);
 }
+
+#[test]
+fn the_node_room_limit_counts_open_rooms_and_frees_closed_ones() {
+    let mut world = World::with_limits(3, 2);
+    world.join("a", "ada").unwrap();
+    world.join("b", "bob").unwrap();
+    world.join("a", "amy").unwrap(); // an existing room costs nothing
+    let error = world.join("c", "cat").unwrap_err();
+    assert_eq!(error, SfuError::TooManyRooms { limit: 2 });
+    // Closing room b (an admin) frees its place.
+    let (reply, mut removed) = tokio::sync::oneshot::channel();
+    world.router.handle_command(
+        world.now,
+        Command::CloseRoom {
+            room: "b".into(),
+            reply,
+        },
+        &mut world.to_clients,
+    );
+    assert_eq!(removed.try_recv().unwrap(), 1);
+    world.join("c", "cat").unwrap();
+}
+
+#[test]
+fn admins_kick_and_mute() {
+    let mut world = World::default();
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.join("room", "c").unwrap();
+    world.run_for(Duration::from_secs(1));
+    let (a, b, c) = (
+        world.clients[0].id,
+        world.clients[1].id,
+        world.clients[2].id,
+    );
+
+    // Muting b stops its video at the SFU for everyone; unmuting resumes it.
+    let muted = world
+        .command(|reply| Command::SetMuted {
+            room: "room".into(),
+            participant: b,
+            track: None,
+            muted: true,
+            reply,
+        })
+        .unwrap();
+    assert_eq!(muted.len(), 2, "audio and video");
+    world.run_for(Duration::from_millis(200));
+    let frames = world.clients[0].video_frames[&b];
+    world.run_for(Duration::from_secs(1));
+    assert_eq!(
+        world.clients[0].video_frames[&b], frames,
+        "muted: nothing forwarded"
+    );
+    assert!(
+        world.clients[0].video_frames[&c] > frames,
+        "others still flow"
+    );
+    world
+        .command(|reply| Command::SetMuted {
+            room: "room".into(),
+            participant: b,
+            track: None,
+            muted: false,
+            reply,
+        })
+        .unwrap();
+    world.run_for(Duration::from_secs(1));
+    assert!(
+        world.clients[0].video_frames[&b] > frames + 10,
+        "unmuted: flowing again"
+    );
+    let error = world
+        .command(|reply| Command::SetMuted {
+            room: "other".into(),
+            participant: b,
+            track: None,
+            muted: true,
+            reply,
+        })
+        .unwrap_err();
+    assert_eq!(error, SfuError::UnknownParticipant(b));
+
+    // Kicking c: gone for the others, with the reason; a kick in the wrong room does nothing.
+    let kick = |world: &mut World, room: &str, participant| {
+        let (reply, mut result) = tokio::sync::oneshot::channel();
+        world.router.handle_command(
+            world.now,
+            Command::Kick {
+                room: room.into(),
+                participant,
+                reply,
+            },
+            &mut world.to_clients,
+        );
+        result.try_recv().unwrap()
+    };
+    assert!(!kick(&mut world, "other", c));
+    assert!(kick(&mut world, "room", c));
+    world.run_for(Duration::from_millis(100));
+    assert_eq!(world.clients[0].left, vec![c]);
+    assert!(
+        world
+            .router
+            .room_info("room")
+            .is_some_and(|i| i.participants == 2)
+    );
+    let _ = a;
+}

@@ -77,6 +77,10 @@ impl Default for World {
 
 impl World {
     pub fn with_room_limit(max_participants_per_room: usize) -> World {
+        World::with_limits(max_participants_per_room, 1000)
+    }
+
+    pub fn with_limits(max_participants_per_room: usize, max_rooms: usize) -> World {
         let now = Instant::now();
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
@@ -86,6 +90,7 @@ impl World {
             RouterConfig {
                 announced_addr: SERVER.parse().unwrap(),
                 max_participants_per_room,
+                room_budget: Arc::new(crate::router::RoomBudget::new(max_rooms)),
             },
             cert,
             Arc::new(WorkerMetrics::default()),

@@ -16,7 +16,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod broadcast;
+pub mod limits;
 pub mod process;
 pub mod protocol;
 pub mod rtmp;
@@ -27,12 +29,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use roomcast_auth::ApiCredentials;
-use roomcast_sfu::{Command, Sfu};
+use roomcast_auth::turn::TurnConfig;
+use roomcast_sfu::{Command, ParticipantId, Sfu};
 
 use crate::broadcast::Broadcasts;
 use crate::whip::HttpSessions;
@@ -51,11 +56,16 @@ pub struct AppState {
     pub dev_mode: bool,
     /// The API key and secret tokens are verified with; `None` in dev mode.
     pub credentials: Option<ApiCredentials>,
-    pub ice_servers: Vec<protocol::IceServer>,
+    /// Issues each participant its own TURN credentials ([`AppState::ice_servers`]); `None`:
+    /// clients get no ICE servers.
+    pub turn: Option<TurnConfig>,
     pub metrics: SignalingMetrics,
     pub broadcasts: Broadcasts,
     pub http_sessions: HttpSessions,
     pub rtmp: rtmp::RtmpConfig,
+    /// Set after [`AppState::new`] from the configuration; defaults otherwise.
+    pub limits: limits::Limits,
+    pub limit_state: limits::LimitState,
 }
 
 impl AppState {
@@ -63,19 +73,53 @@ impl AppState {
     pub fn new(
         sfu: Arc<Sfu>,
         credentials: Option<ApiCredentials>,
-        ice_servers: Vec<protocol::IceServer>,
+        turn: Option<TurnConfig>,
         rtmp: rtmp::RtmpConfig,
     ) -> Self {
         AppState {
             sfu,
             dev_mode: credentials.is_none(),
             credentials,
-            ice_servers,
+            turn,
             metrics: SignalingMetrics::default(),
             broadcasts: Broadcasts::default(),
             http_sessions: HttpSessions::default(),
             rtmp,
+            limits: limits::Limits::default(),
+            limit_state: limits::LimitState::default(),
         }
+    }
+
+    /// The ICE servers for one participant: the TURN URLs with fresh credentials of its own
+    /// (none without TURN). The TURN username names the token's `identity` when it is plain
+    /// enough for STUN and HTTP headers, else the participant id.
+    pub fn ice_servers(
+        &self,
+        identity: Option<&str>,
+        participant: ParticipantId,
+    ) -> Vec<protocol::IceServer> {
+        let Some(turn) = &self.turn else {
+            return Vec::new();
+        };
+        let plain = |user: &&str| {
+            !user.is_empty()
+                && user.len() <= 64
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'))
+        };
+        let user = identity
+            .filter(plain)
+            .map_or_else(|| participant.0.to_string(), str::to_string);
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let issued = turn.credentials(&user, now_unix);
+        vec![protocol::IceServer {
+            urls: turn.urls().to_vec(),
+            username: Some(issued.username),
+            credential: Some(issued.credential),
+        }]
     }
 }
 
@@ -187,6 +231,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // The admin API: bearer tokens with the admin grant, no CORS (server-to-server).
+        .route("/admin/tokens", post(admin::create_token))
+        .route("/admin/rooms", get(admin::list_rooms))
+        .route(
+            "/admin/rooms/{room}",
+            axum::routing::delete(admin::close_room),
+        )
+        .route(
+            "/admin/rooms/{room}/participants/{id}",
+            axum::routing::delete(admin::kick),
+        )
+        .route(
+            "/admin/rooms/{room}/participants/{id}/mute",
+            post(admin::mute),
+        )
         .merge(cross_origin)
         .with_state(state)
 }
@@ -282,11 +341,34 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn websocket(upgrade: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn websocket(
+    upgrade: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let ip = limits::client_ip(&state.limits, peer, &headers);
+    let Some(slot) = state
+        .limit_state
+        .connect(ip, state.limits.max_connections_per_ip)
+    else {
+        tracing::warn!(%ip, limit = state.limits.max_connections_per_ip, "WebSocket refused: too many connections from this address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many connections from {ip} (limit {}); close some and retry\n",
+                state.limits.max_connections_per_ip
+            ),
+        )
+            .into_response();
+    };
     upgrade
         .max_message_size(WEBSOCKET_HARD_LIMIT)
         .max_frame_size(WEBSOCKET_HARD_LIMIT)
-        .on_upgrade(move |socket| session::run(socket, state))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, state).await;
+            drop(slot);
+        })
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -302,6 +384,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.sfu.render_metrics();
     text.push_str(&state.metrics.render());
+    text.push_str(&state.limit_state.render());
     text.push_str(
         &state
             .broadcasts

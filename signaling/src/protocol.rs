@@ -44,6 +44,16 @@ pub enum ClientMessage {
     },
     /// Leave the room; the server answers with `left` and closes the socket.
     Leave {},
+    /// Admin grant: remove a participant from the room (it gets `left` with reason `kicked`).
+    Kick { participant_id: ParticipantId },
+    /// Admin grant: stop (`muted: true`) or resume forwarding a participant's track, or all its
+    /// tracks when `track_id` is absent. Everyone gets `track_muted`.
+    Mute {
+        participant_id: ParticipantId,
+        #[serde(default)]
+        track_id: Option<TrackId>,
+        muted: bool,
+    },
 }
 
 /// Messages the server sends.
@@ -87,6 +97,12 @@ pub enum ServerMessage {
     TrackUnpublished {
         participant_id: ParticipantId,
         track_id: TrackId,
+    },
+    /// An admin muted or unmuted a track: the server stopped or resumed forwarding it.
+    TrackMuted {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+        muted: bool,
     },
     /// This participant is out of the room: the answer to `leave`, or the server removed it
     /// (`reason` says why). The server closes the socket right after.
@@ -173,6 +189,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token is valid but lacks the grant the request needs (e.g. publish).
     Forbidden,
+    /// The server hosts its limit of rooms (`--max-rooms`).
+    TooManyRooms,
+    /// More messages per second than `--max-message-rate` allows; this one was dropped.
+    RateLimited,
+    /// `kick`/`mute` named a participant or track that is not in this room.
+    UnknownParticipant,
 }
 
 impl ProtocolError {
@@ -187,11 +209,19 @@ impl ProtocolError {
 /// Parse one text frame. Distinguishes "not JSON", "unknown type" and "bad fields" so the
 /// client is told precisely what was wrong.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
-    if text.len() > MAX_MESSAGE_BYTES {
+    parse_client_message_within(text, MAX_MESSAGE_BYTES)
+}
+
+/// [`parse_client_message`] with the server's configured size limit.
+pub fn parse_client_message_within(
+    text: &str,
+    max_bytes: usize,
+) -> Result<ClientMessage, ProtocolError> {
+    if text.len() > max_bytes {
         return Err(ProtocolError::new(
             ErrorCode::MessageTooLarge,
             format!(
-                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
+                "message of {} bytes exceeds the limit of {max_bytes} bytes",
                 text.len()
             ),
         ));
@@ -202,7 +232,15 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     }
 }
 
-const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave"];
+const KNOWN_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "leave",
+    "kick",
+    "mute",
+];
 
 fn classify_parse_error(text: &str, parse_error: serde_json::Error) -> ProtocolError {
     let value: serde_json::Value = match serde_json::from_str(text) {

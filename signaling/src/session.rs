@@ -22,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::AppState;
+use crate::limits::{Limit, MessageRate};
 use crate::protocol::{
     ClientMessage, ErrorCode, OfferedTrack, ParticipantInfo, ProtocolError, ServerMessage,
-    TrackInfo, parse_client_message,
+    TrackInfo, parse_client_message_within,
 };
 
 /// Frames queued for one client before the session gives up on it.
@@ -33,6 +34,9 @@ const OUTGOING_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 256;
 /// Longest room name and display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
+
+/// How often the server pings an open signaling socket.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// WebSocket close code for a frame over the size limit (RFC 6455 §7.4.1).
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
@@ -47,7 +51,21 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let (mut sink, mut stream) = socket.split();
     let (outgoing, mut outgoing_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     let writer = tokio::spawn(async move {
-        while let Some(item) = outgoing_rx.recv().await {
+        // Pings keep idle sockets alive through proxies and NATs (a quiet meeting sends nothing
+        // on its socket for hours); browsers answer them without any client code.
+        let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
+        keepalive.tick().await;
+        loop {
+            let item = tokio::select! {
+                item = outgoing_rx.recv() => item,
+                _ = keepalive.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             let result = match item {
                 Outgoing::Message(message) => {
                     let json =
@@ -71,6 +89,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     });
 
     let mut session = Session {
+        rate: MessageRate::new(state.limits.max_message_rate, std::time::Instant::now()),
         state: state.clone(),
         outgoing,
         joined: None,
@@ -115,6 +134,7 @@ struct Session {
     state: Arc<AppState>,
     outgoing: mpsc::Sender<Outgoing>,
     joined: Option<Joined>,
+    rate: MessageRate,
 }
 
 struct Joined {
@@ -125,6 +145,9 @@ struct Joined {
     removed: bool,
     /// Dev mode, or the token grants publish.
     may_publish: bool,
+    /// Dev mode, or the token grants admin (kick, mute).
+    is_admin: bool,
+    room: String,
 }
 
 /// Whether an SDP offer has an m-line the client sends on.
@@ -175,7 +198,7 @@ impl Session {
                 ErrorCode::MessageTooLarge,
                 format!(
                     "messages are limited to {} bytes",
-                    crate::protocol::MAX_MESSAGE_BYTES
+                    self.state.limits.max_message_bytes
                 ),
             )
             .await;
@@ -187,15 +210,76 @@ impl Session {
 
     async fn handle_text(&mut self, text: &str) -> ControlFlow<LeaveReason> {
         self.state.metrics.message_received();
-        let message = match parse_client_message(text) {
+        let now = std::time::Instant::now();
+        if !self.rate.allow(now) {
+            self.state.limit_state.rejected(Limit::MessageRate);
+            if !self.rate.should_report(now) {
+                return ControlFlow::Continue(());
+            }
+            let limit = self.state.limits.max_message_rate;
+            return self
+                .send_error(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {limit} messages per second: messages are being dropped until \
+                         the rate falls (this error is sent at most once a second)"
+                    ),
+                )
+                .await;
+        }
+        let message = match parse_client_message_within(text, self.state.limits.max_message_bytes) {
             Ok(message) => message,
             Err(error) if error.code == ErrorCode::MessageTooLarge => {
+                self.state.limit_state.rejected(Limit::MessageSize);
                 return self.close_oversize().await;
             }
             Err(error) => return self.send_error(error.code, error.message).await,
         };
         match message {
             ClientMessage::Join { room, name, token } => self.join(room, name, token).await,
+            ClientMessage::Kick { participant_id } => {
+                let Some((room, worker)) = self.admin_or_error("kick").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let (reply, response) = oneshot::channel();
+                let command = Command::Kick {
+                    room: room.clone(),
+                    participant: participant_id,
+                    reply,
+                };
+                let kicked = worker.send(command).await.is_ok() && response.await == Ok(true);
+                if kicked {
+                    info!(%room, participant = %participant_id, "kicked by an admin");
+                    ControlFlow::Continue(())
+                } else {
+                    self.send_error(
+                        ErrorCode::UnknownParticipant,
+                        format!("participant {participant_id} is not in room {room:?}"),
+                    )
+                    .await
+                }
+            }
+            ClientMessage::Mute {
+                participant_id,
+                track_id,
+                muted,
+            } => {
+                let Some((room, worker)) = self.admin_or_error("mute").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let result = request(&worker, |reply| Command::SetMuted {
+                    room,
+                    participant: participant_id,
+                    track: track_id,
+                    muted,
+                    reply,
+                })
+                .await;
+                match result {
+                    Ok(_) => ControlFlow::Continue(()),
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
             ClientMessage::Offer { sdp } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
@@ -275,6 +359,26 @@ impl Session {
         }
     }
 
+    /// The room and worker of a joined admin (dev mode, or a token with the admin grant), or an
+    /// error to the client.
+    async fn admin_or_error(
+        &self,
+        what: &str,
+    ) -> ControlFlow<LeaveReason, Option<(String, WorkerHandle)>> {
+        let Some(joined) = self.joined_or_error(what).await? else {
+            return ControlFlow::Continue(None);
+        };
+        if !joined.is_admin {
+            self.send_error(
+                ErrorCode::Forbidden,
+                format!("{what:?} needs a token with the \"admin\" grant"),
+            )
+            .await?;
+            return ControlFlow::Continue(None);
+        }
+        ControlFlow::Continue(Some((joined.room.clone(), joined.worker.clone())))
+    }
+
     /// The joined state, or an error to the client naming the message that needs it.
     async fn joined_or_error(&self, what: &str) -> ControlFlow<LeaveReason, Option<&Joined>> {
         match &self.joined {
@@ -320,8 +424,10 @@ impl Session {
                 .await;
         }
         // Outside dev mode the token decides: its room, its display name, its grants.
-        let (name, may_publish, subscription) = match &self.state.credentials {
-            None => (name, true, Subscription::AllTracks),
+        // Its identity names the participant's TURN credentials.
+        let mut identity = None;
+        let (name, may_publish, is_admin, subscription) = match &self.state.credentials {
+            None => (name, true, true, Subscription::AllTracks),
             Some(credentials) => {
                 let Some(token) = token else {
                     return self
@@ -350,6 +456,7 @@ impl Session {
                             .await;
                     }
                 };
+                identity = Some(claims.sub.clone());
                 let subscription = if claims.grants.allows(roomcast_auth::Grant::Subscribe) {
                     Subscription::AllTracks
                 } else {
@@ -358,6 +465,7 @@ impl Session {
                 (
                     claims.name.clone().unwrap_or(name),
                     claims.grants.allows(roomcast_auth::Grant::Publish),
+                    claims.grants.allows(roomcast_auth::Grant::Admin),
                     subscription,
                 )
             }
@@ -385,13 +493,15 @@ impl Session {
             events: events_rx,
             removed: false,
             may_publish,
+            is_admin,
+            room: room.clone(),
         });
         self.send(ServerMessage::Joined {
             participant_id: participant,
             room,
             dev_mode: self.state.dev_mode,
             participants: participants.into_iter().map(participant_info).collect(),
-            ice_servers: self.state.ice_servers.clone(),
+            ice_servers: self.state.ice_servers(identity.as_deref(), participant),
         })
         .await
     }
@@ -400,11 +510,19 @@ impl Session {
         let code = match error {
             SfuError::UnknownParticipant(_) => ErrorCode::NotJoined,
             SfuError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
-            SfuError::RoomFull { .. } => ErrorCode::RoomFull,
+            SfuError::RoomFull { .. } => {
+                self.state.limit_state.rejected(Limit::ParticipantsPerRoom);
+                ErrorCode::RoomFull
+            }
             SfuError::BadSdp(_) => ErrorCode::BadSdp,
             SfuError::NoPendingOffer => ErrorCode::NoPendingOffer,
             SfuError::OfferCollision => ErrorCode::OfferCollision,
             SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
+            SfuError::TooManyRooms { .. } => {
+                self.state.limit_state.rejected(Limit::RoomsPerNode);
+                ErrorCode::TooManyRooms
+            }
+            SfuError::UnknownTrack(_) => ErrorCode::UnknownParticipant,
             SfuError::WorkerGone | SfuError::NotIngest(_) => ErrorCode::Internal,
         };
         self.send_error(code, error.to_string()).await
@@ -450,6 +568,15 @@ impl Session {
                     track_id: track,
                 }
             }
+            SessionEvent::TrackMuted {
+                participant,
+                track,
+                muted,
+            } => ServerMessage::TrackMuted {
+                participant_id: participant,
+                track_id: track,
+                muted,
+            },
             SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
                 sdp,
                 tracks: tracks

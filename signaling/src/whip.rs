@@ -10,17 +10,19 @@
 //!   host reconnects or changes. Outside dev mode the bearer token needs the `subscribe`
 //!   grant for the room.
 //! - Both: `201 Created`, `Location: /whip|whep/<room>/<session>`, `application/sdp` answer,
-//!   ICE servers in `Link` headers (RFC 9725 §4.4). The server is ICE-lite with all its
+//!   ICE servers in `Link` headers (RFC 9725 §4.4): the TURN URLs with credentials of the
+//!   session's own ([`AppState::ice_servers`]). The server is ICE-lite with all its
 //!   candidates in the answer, so trickle (`PATCH`) is answered `405` as §4.3 allows. CORS is
 //!   open so players on other origins can use the endpoints.
 //!
 //! [RFC 9725]: https://www.rfc-editor.org/rfc/rfc9725
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -33,6 +35,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
 use crate::broadcast::{IngestMetrics, IngestSource, authorize_stream_key};
+use crate::limits::{ConnectionSlot, client_ip};
 use crate::session::request;
 use crate::validate_room_name;
 
@@ -71,19 +74,21 @@ struct HttpSession {
 pub(crate) async fn post_whip(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    create(state, room, headers, body, Direction::Whip).await
+    create(state, room, peer, headers, body, Direction::Whip).await
 }
 
 pub(crate) async fn post_whep(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    create(state, room, headers, body, Direction::Whep).await
+    create(state, room, peer, headers, body, Direction::Whep).await
 }
 
 pub(crate) async fn delete_whip(
@@ -111,6 +116,7 @@ pub(crate) async fn patch_session() -> Response {
 async fn create(
     state: Arc<AppState>,
     room: String,
+    peer: SocketAddr,
     headers: HeaderMap,
     body: Bytes,
     direction: Direction,
@@ -118,6 +124,20 @@ async fn create(
     if let Err(why) = validate_room_name(&room) {
         return error(StatusCode::BAD_REQUEST, &why);
     }
+    let ip = client_ip(&state.limits, peer, &headers);
+    let Some(slot) = state
+        .limit_state
+        .connect(ip, state.limits.max_connections_per_ip)
+    else {
+        warn!(%ip, "{} refused: too many connections from this address", direction.path());
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many connections from {ip} (limit {})",
+                state.limits.max_connections_per_ip
+            ),
+        );
+    };
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -140,6 +160,8 @@ async fn create(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let metrics = &state.broadcasts.metrics;
+    // A WHEP viewer's token identity names its TURN credentials (else the session id does).
+    let mut identity = None;
     let name = match (direction, state.credentials.as_ref(), token) {
         // Dev mode viewers need no key.
         (Direction::Whep, None, _) => "viewer".to_string(),
@@ -150,7 +172,10 @@ async fn create(
                 Ok(claims)
             });
             match claims {
-                Ok(claims) => claims.name.unwrap_or(claims.sub),
+                Ok(claims) => {
+                    identity = Some(claims.sub.clone());
+                    claims.name.unwrap_or(claims.sub)
+                }
                 Err(refused) => {
                     IngestMetrics::add(&metrics.refused_total, 1);
                     warn!(%room, code = refused.code(), "WHEP refused: {refused}");
@@ -249,7 +274,15 @@ async fn create(
     let span = info_span!("http_session", protocol = direction.path(), %room, %participant);
     span.in_scope(|| info!(%name, "session started"));
     tokio::spawn(
-        watch_session(state.clone(), participant, worker, events_rx, replaced).instrument(span),
+        watch_session(
+            state.clone(),
+            participant,
+            worker,
+            events_rx,
+            replaced,
+            slot,
+        )
+        .instrument(span),
     );
 
     let location = format!("/{}/{room}/{}", direction.path(), participant.0);
@@ -262,7 +295,7 @@ async fn create(
     if let Ok(value) = HeaderValue::from_str(&location) {
         response_headers.insert(header::LOCATION, value);
     }
-    for server in &state.ice_servers {
+    for server in state.ice_servers(identity.as_deref(), participant) {
         for url in &server.urls {
             let mut link = format!("<{url}>; rel=\"ice-server\"");
             if let (Some(username), Some(credential)) = (&server.username, &server.credential) {
@@ -285,6 +318,8 @@ async fn watch_session(
     worker: WorkerHandle,
     mut events: mpsc::Receiver<SessionEvent>,
     replaced: Option<oneshot::Receiver<()>>,
+    // Held for the session's life: its per-IP connection slot.
+    _slot: ConnectionSlot,
 ) {
     let replaced = async {
         match replaced {

@@ -12,6 +12,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+// For the nginx helpers (startNginx and friends) at the end of this file.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const OUTPUT_DIR = path.join(REPO_ROOT, 'test-output', 'browser');
@@ -623,4 +630,459 @@ async function describeRoomPage(page) {
     sessionInfo(page), remoteTiles(page), transceivers(page), inboundStats(page),
   ]);
   return { info, tiles, transceivers: trx, inbound: stats };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Room media (shared by the room tests)
+
+/**
+ * Waits until `page` decodes video from and receives audio from every participant in `expected`
+ * (Map name -> participant id), then until all those streams advance once more. Returns the
+ * last inbound-rtp sample. (rooms.test.mjs has the same check as a local function.)
+ */
+export async function expectMediaFrom(page, expected, { timeout = 30_000 } = {}) {
+  const wantedIds = [...expected.values()];
+  const label = pageLabel(page);
+  const first = await waitFor(async () => {
+    const stats = await inboundStats(page);
+    const videos = stats.filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
+    const audios = stats.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+    const missing = wantedIds.filter((id) => !videos.some((s) => s.participantId === id) || !audios.some((s) => s.participantId === id));
+    if (missing.length) {
+      throw new Error(`${label}: ${videos.length} decoding videos, ${audios.length} audio streams with packets, ` +
+        `no media yet from participants ${JSON.stringify(missing)}; inbound-rtp: ${JSON.stringify(stats)}`);
+    }
+    return stats;
+  }, { timeout, interval: 250, message: `${label} to decode video and receive audio from ${JSON.stringify([...expected.keys()])}` });
+
+  const base = wantedIds.flatMap((id) => [
+    first.find((s) => s.kind === 'video' && s.participantId === id && s.framesDecoded > 0),
+    first.find((s) => s.kind === 'audio' && s.participantId === id && s.packetsReceived > 0),
+  ]);
+  return waitFor(async () => {
+    const stats = await inboundStats(page);
+    const stalled = base.filter((was) => {
+      const now = stats.find((s) => s.id === was.id);
+      return was.kind === 'video' ? !(now?.framesDecoded > was.framesDecoded) : !(now?.packetsReceived > was.packetsReceived);
+    }).map((was) => `${was.kind} of ${was.participantId}`);
+    if (stalled.length) throw new Error(`${label}: not advancing: ${stalled.join(', ')}`);
+    return stats;
+  }, { timeout: 5_000, interval: 200, message: `${label}: every received stream to keep advancing` });
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx in front (nginx/roomcast.conf and nginx/roomcast-rtmps.conf)
+
+export const NGINX_BIN = process.env.NGINX ?? '/usr/sbin/nginx';
+/** Debian's libnginx-mod-stream; the test's own nginx.conf loads it (the repo's files do not). */
+export const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+/** A TCP port free on 127.0.0.1 right now (the kernel's pick; closed again before returning). */
+export async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Whether this host can listen on the IPv6 loopback (gVisor and some CI containers cannot). */
+async function hasIpv6Loopback() {
+  const server = net.createServer();
+  try {
+    server.listen(0, '::1');
+    await once(server, 'listening');
+    server.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A self-signed certificate for localhost and 127.0.0.1 in `dir`: { cert, key } (file paths)
+ * and `pem` (the certificate's text: pass it as `ca` to trust exactly this certificate).
+ */
+export function makeSelfSignedCert(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const result = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { encoding: 'utf8' });
+  if (result.error || result.status !== 0) {
+    throw new Error(`openssl req -x509 failed: ${result.error?.message ?? result.stderr}`);
+  }
+  return { cert, key, pem: readFileSync(cert, 'utf8') };
+}
+
+/**
+ * Replaces each [from, to] of `substitutions` in `text` (every occurrence, literally) and fails
+ * when one finds nothing: the test would no longer be exercising the file it claims to.
+ * Returns { text, counts } (occurrences replaced, per substitution).
+ */
+export function templateConfig(text, file, substitutions) {
+  const counts = [];
+  for (const [from, to] of substitutions) {
+    const parts = text.split(from);
+    if (parts.length === 1) {
+      throw new Error(`templating ${file}: "${from}" does not occur in it. The substitutions in ` +
+        'tests/browser/lib.mjs (startNginx) and the config must change together.');
+    }
+    counts.push([from, parts.length - 1]);
+    text = parts.join(to);
+  }
+  return { text, counts };
+}
+
+/**
+ * Runs Debian's nginx with the repo's nginx/roomcast.conf (in `http {}`) and
+ * nginx/roomcast-rtmps.conf (in the main context) in front of `server` (from startServer, with
+ * an RTMP listener), unprivileged ports, everything under a fresh temp directory.
+ *
+ * The two files are used as they are except for the substitutions listed below (ports, paths,
+ * the certificate, and optionally the /metrics allow list): `nginx -t` runs first and its
+ * complaint is the error. `upstream` replaces roomcast's HTTP address (a stand-in server);
+ * `metricsAllow` replaces the /metrics allow list with that one address.
+ *
+ * Returns { httpsUrl, httpUrl, rtmpsUrl, httpsPort, httpPort, rtmpsPort, dir, cert, ca,
+ * substitutions, accessLog(), logs(), stop() }; `ca` is the certificate's PEM.
+ */
+export async function startNginx({
+  server,
+  upstream = null,
+  metricsAllow = null,
+  readyTimeout = 10_000,
+} = {}) {
+  if (!existsSync(NGINX_BIN)) {
+    throw new Error(`${NGINX_BIN} does not exist: apt-get install --no-install-recommends nginx libnginx-mod-stream (or set NGINX)`);
+  }
+  if (!existsSync(NGINX_STREAM_MODULE)) {
+    throw new Error(`${NGINX_STREAM_MODULE} does not exist: apt-get install --no-install-recommends libnginx-mod-stream`);
+  }
+  const httpAddr = upstream ?? new URL(server.url).host;
+  if (!server?.rtmpUrl && !upstream) throw new Error('startNginx needs a server started with --rtmp (server.rtmpUrl)');
+  const rtmpAddr = server?.rtmpUrl ? new URL(server.rtmpUrl).host : '127.0.0.1:9'; // discard: nothing listens
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-nginx-'));
+  // nginx's workers drop root for `nobody`: they must reach the cache, temp and webroot dirs.
+  chmodSync(dir, 0o755);
+  for (const sub of ['conf', 'logs', 'tmp', 'cache', 'acme']) mkdirSync(path.join(dir, sub));
+  const cert = makeSelfSignedCert(dir);
+  const [httpPort, httpsPort, rtmpsPort] = [await freePort(), await freePort(), await freePort()];
+  const ipv6 = await hasIpv6Loopback();
+  // The IPv6 listen lines: on the IPv6 loopback, or commented out where there is none.
+  const v6 = (line, listen) => [line, ipv6 ? listen : `# (no IPv6 loopback on this host) ${line}`];
+
+  // The whole list of differences between the repo's files and what runs here.
+  const certificate = [
+    ['/etc/letsencrypt/live/example.com/fullchain.pem', cert.cert],
+    ['/etc/letsencrypt/live/example.com/privkey.pem', cert.key],
+  ];
+  const site = [
+    ['listen 80;', `listen 127.0.0.1:${httpPort};`],
+    v6('listen [::]:80;', `listen [::1]:${httpPort};`),
+    ['listen 443 ssl http2;', `listen 127.0.0.1:${httpsPort} ssl http2;`],
+    v6('listen [::]:443 ssl http2;', `listen [::1]:${httpsPort} ssl http2;`),
+    ['server 127.0.0.1:8080;', `server ${httpAddr};`],
+    ...certificate,
+    ['/var/cache/nginx/roomcast-hls', path.join(dir, 'cache', 'hls')],
+    ['/var/www/letsencrypt', path.join(dir, 'acme')],
+    ['/var/log/nginx/', `${path.join(dir, 'logs')}/`],
+    ...(metricsAllow ? [['allow 127.0.0.1;', `allow ${metricsAllow};`], ['allow ::1;', `allow ${metricsAllow};`]] : []),
+  ];
+  const rtmps = [
+    ['listen 1936 ssl;', `listen 127.0.0.1:${rtmpsPort} ssl;`],
+    v6('listen [::]:1936 ssl;', `listen [::1]:${rtmpsPort} ssl;`),
+    ['server 127.0.0.1:1935;', `server ${rtmpAddr};`],
+    ...certificate,
+  ];
+  const siteFile = path.join(REPO_ROOT, 'nginx', 'roomcast.conf');
+  const rtmpsFile = path.join(REPO_ROOT, 'nginx', 'roomcast-rtmps.conf');
+  const siteConf = templateConfig(readFileSync(siteFile, 'utf8'), siteFile, site);
+  const rtmpsConf = templateConfig(readFileSync(rtmpsFile, 'utf8'), rtmpsFile, rtmps);
+  writeFileSync(path.join(dir, 'conf', 'roomcast.conf'), siteConf.text);
+  writeFileSync(path.join(dir, 'conf', 'roomcast-rtmps.conf'), rtmpsConf.text);
+
+  // The test's own main configuration: what /etc/nginx/nginx.conf is on a server, with every
+  // path of nginx's own under `dir`.
+  const mainConf = path.join(dir, 'nginx.conf');
+  const tmp = (name) => path.join(dir, 'tmp', name);
+  writeFileSync(mainConf, [
+    `load_module ${NGINX_STREAM_MODULE};`,
+    'worker_processes 1;',
+    `pid ${path.join(dir, 'nginx.pid')};`,
+    `error_log ${path.join(dir, 'logs', 'error.log')} notice;`,
+    'events { worker_connections 512; }',
+    'http {',
+    `    access_log ${path.join(dir, 'logs', 'access.log')};`,
+    `    client_body_temp_path ${tmp('body')};`,
+    `    proxy_temp_path ${tmp('proxy')};`,
+    `    fastcgi_temp_path ${tmp('fastcgi')};`,
+    `    uwsgi_temp_path ${tmp('uwsgi')};`,
+    `    scgi_temp_path ${tmp('scgi')};`,
+    `    include ${path.join(dir, 'conf', 'roomcast.conf')};`,
+    '}',
+    '# The RTMPS file belongs to the main context, outside http {}.',
+    `include ${path.join(dir, 'conf', 'roomcast-rtmps.conf')};`,
+    '',
+  ].join('\n'));
+
+  const nginxArgs = ['-p', `${dir}/`, '-c', mainConf, '-g', 'daemon off;'];
+  const check = spawnSync(NGINX_BIN, ['-t', ...nginxArgs], { encoding: 'utf8' });
+  if (check.error || check.status !== 0) {
+    throw new Error(`nginx -t refused the configuration (the repo's nginx/*.conf after the test's substitutions, in ${dir}):\n` +
+      `${check.error?.message ?? ''}${check.stderr}${check.stdout}`);
+  }
+
+  const lines = [];
+  const child = spawn(NGINX_BIN, nginxArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => lines.push(...chunk.trimEnd().split('\n')));
+  }
+  let exit = null;
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    exit = { code, signal };
+    lines.push(`[test] nginx exited (code ${code}, signal ${signal})`);
+  });
+  child.once('error', (error) => lines.push(`[test] nginx failed to start: ${error.message}`));
+  const readLog = (name) => {
+    const file = path.join(dir, 'logs', name);
+    return existsSync(file) ? readFileSync(file, 'utf8') : '';
+  };
+  const logs = () => [
+    `--- nginx stdout/stderr ---\n${lines.join('\n')}`,
+    ...readdirSync(path.join(dir, 'logs')).map((name) => `--- ${name} ---\n${readLog(name)}`),
+  ].join('\n');
+
+  const stop = async ({ timeout = 5_000 } = {}) => {
+    if (!exit) {
+      child.kill('SIGTERM'); // fast shutdown: open WebSockets and RTMPS streams are cut
+      const killer = setTimeout(() => child.kill('SIGKILL'), timeout);
+      await exited;
+      clearTimeout(killer);
+    }
+    if (!process.env.ROOMCAST_KEEP_NGINX_DIR) rmSync(dir, { recursive: true, force: true });
+    return exit;
+  };
+
+  try {
+    for (const port of [httpPort, httpsPort, rtmpsPort]) {
+      await waitFor(async () => {
+        if (exit) throw new Error(`nginx exited ${JSON.stringify(exit)}`);
+        const socket = net.connect(port, '127.0.0.1');
+        try {
+          await once(socket, 'connect');
+          return true;
+        } finally {
+          socket.destroy();
+        }
+      }, { timeout: readyTimeout, interval: 50, message: `nginx to accept connections on 127.0.0.1:${port}` });
+    }
+  } catch (error) {
+    error.message += `\n${logs()}`;
+    await stop();
+    throw error;
+  }
+
+  return {
+    httpsUrl: `https://localhost:${httpsPort}`,
+    httpUrl: `http://localhost:${httpPort}`,
+    rtmpsUrl: `rtmps://localhost:${rtmpsPort}`,
+    httpsPort,
+    httpPort,
+    rtmpsPort,
+    dir,
+    cert,
+    ca: cert.pem,
+    substitutions: { 'roomcast.conf': siteConf.counts, 'roomcast-rtmps.conf': rtmpsConf.counts },
+    accessLog: () => readLog('roomcast.access.log'),
+    logs,
+    stop,
+    process: child,
+  };
+}
+
+/**
+ * One HTTP(S) request from node to 127.0.0.1, whatever host `url` names (its host still goes
+ * in the Host header and, for https, in SNI). For https, `ca` is the only certificate trusted.
+ * Resolves to { status, headers, body } (body as text).
+ */
+export function request(url, { method = 'GET', headers = {}, body = null, ca = undefined, timeout = 10_000 } = {}) {
+  const target = new URL(url);
+  const client = target.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = client.request({
+      host: '127.0.0.1',
+      port: target.port,
+      path: target.pathname + target.search,
+      method,
+      headers: { Host: target.host, ...headers },
+      servername: target.hostname,
+      ca,
+      agent: false,
+      timeout,
+    }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { text += chunk; });
+      response.on('end', () => resolve({ status: response.statusCode, headers: response.headers, body: text }));
+      response.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url}: no answer in ${timeout} ms`)));
+    req.on('error', reject);
+    req.end(body ?? undefined);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// coturn (TURN relay; tests/browser/turn.test.mjs)
+
+export const TURNSERVER_BIN = process.env.TURNSERVER ?? '/usr/bin/turnserver';
+
+/**
+ * Runs Debian's coturn on 127.0.0.1 with TURN REST credentials (`use-auth-secret`,
+ * `static-auth-secret=<secret>`, the settings roomcast's --turn-secret must match), UDP and TCP
+ * on a free port, relay ports in a small range, every file in a fresh temp directory, and waits
+ * until it accepts connections. Returns { port, url (turn:127.0.0.1:PORT?transport=udp), realm,
+ * dir, lines, logs(), stop() }; stop() also removes the directory.
+ */
+export async function startTurnServer({ secret, realm = 'roomcast.test', readyTimeout = 10_000 } = {}) {
+  if (!existsSync(TURNSERVER_BIN)) {
+    throw new Error(`${TURNSERVER_BIN} does not exist: apt-get install --no-install-recommends coturn (or set TURNSERVER)`);
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-coturn-'));
+  const port = await freePort();
+  // 50 relay ports somewhere in 49152-64199: coturn skips the ones in use.
+  const minPort = 49_152 + 50 * Math.floor(Math.random() * 300);
+  const config = [
+    'listening-ip=127.0.0.1',
+    'relay-ip=127.0.0.1',
+    `listening-port=${port}`,
+    'use-auth-secret',
+    `static-auth-secret=${secret}`,
+    `realm=${realm}`,
+    // roomcast and the browsers are all on loopback, which coturn refuses as a peer by default.
+    'allow-loopback-peers',
+    'no-tls',
+    'no-dtls',
+    'no-cli',
+    `min-port=${minPort}`,
+    `max-port=${minPort + 49}`,
+    'fingerprint',
+    `pidfile=${path.join(dir, 'turnserver.pid')}`,
+    `userdb=${path.join(dir, 'turndb')}`,
+    'log-file=stdout',
+    // Logs each session and request with its username: how the test sees allocations.
+    'verbose',
+  ];
+  const configFile = path.join(dir, 'turnserver.conf');
+  writeFileSync(configFile, `${config.join('\n')}\n`);
+  const lines = [];
+  const child = spawn(TURNSERVER_BIN, ['-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let exit = null;
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    exit = { code, signal };
+    lines.push(`[test] turnserver exited (code ${code}, signal ${signal})`);
+  });
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      partial += chunk;
+      const complete = partial.split('\n');
+      partial = complete.pop();
+      lines.push(...complete);
+      if (process.env.ROOMCAST_TEST_VERBOSE) complete.forEach((line) => console.log(`[coturn] ${line}`));
+    });
+  }
+  const stop = async ({ timeout = 5_000 } = {}) => {
+    if (!exit) {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), timeout);
+      await exited;
+      clearTimeout(killer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    return exit;
+  };
+  try {
+    await waitFor(async () => {
+      if (exit) throw new Error(`turnserver exited: ${JSON.stringify(exit)}`);
+      const socket = net.connect(port, '127.0.0.1');
+      try {
+        await once(socket, 'connect');
+        return true;
+      } finally {
+        socket.destroy();
+      }
+    }, { timeout: readyTimeout, interval: 50, message: `turnserver to listen on 127.0.0.1:${port}` });
+  } catch (error) {
+    await stop({ timeout: 1_000 });
+    error.message += `\n--- turnserver output ---\n${lines.join('\n')}`;
+    throw error;
+  }
+  return { port, url: `turn:127.0.0.1:${port}?transport=udp`, realm, dir, lines, logs: () => lines.join('\n'), stop };
+}
+
+/**
+ * Init script: every RTCPeerConnection the page creates uses only relay candidates
+ * (`iceTransportPolicy: 'relay'`, kept through setConfiguration), as for a client whose UDP is
+ * blocked except to its TURN server. Each one's state changes are recorded in `window.__relayPcs`
+ * ({ createdAt, connectionStates, iceStates, iceServers }, Date.now() clock).
+ */
+export function relayOnlyInitScript() {
+  const Native = window.RTCPeerConnection;
+  const records = [];
+  window.__relayPcs = records;
+  const relayOnly = (config) => ({ ...config, iceTransportPolicy: 'relay' });
+  class RelayOnlyPeerConnection extends Native {
+    constructor(config = {}, ...rest) {
+      super(relayOnly(config), ...rest);
+      const record = { createdAt: Date.now(), connectionStates: [], iceStates: [], iceServers: config.iceServers ?? [] };
+      records.push(record);
+      this.addEventListener('connectionstatechange', () => record.connectionStates.push(this.connectionState));
+      this.addEventListener('iceconnectionstatechange', () => record.iceStates.push(this.iceConnectionState));
+    }
+
+    setConfiguration(config) {
+      records.at(-1).iceServers = config?.iceServers ?? [];
+      return super.setConfiguration(relayOnly(config));
+    }
+  }
+  window.RTCPeerConnection = RelayOnlyPeerConnection;
+}
+
+/** What `relayOnlyInitScript` recorded: one entry per peer connection, oldest first. */
+export function relayPcRecords(page) {
+  return page.evaluate(() => window.__relayPcs ?? null);
+}
+
+/**
+ * The ICE candidate pair the page's peer connection (`window.roomcast.pc`) sends on:
+ * { state, local: { candidateType, protocol, address, port, relayProtocol }, remote: {...} },
+ * or null while there is none.
+ */
+export function selectedCandidatePair(page) {
+  return page.evaluate(async () => {
+    const pc = window.roomcast?.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const byId = new Map();
+    report.forEach((stats) => byId.set(stats.id, stats));
+    let pair = null;
+    report.forEach((stats) => {
+      if (stats.type === 'transport' && stats.selectedCandidatePairId) pair = byId.get(stats.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const candidate = (id) => {
+      const c = byId.get(id);
+      return c && { candidateType: c.candidateType, protocol: c.protocol, address: c.address, port: c.port, relayProtocol: c.relayProtocol ?? null };
+    };
+    return { state: pair.state, local: candidate(pair.localCandidateId), remote: candidate(pair.remoteCandidateId) };
+  });
 }

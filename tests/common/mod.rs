@@ -44,6 +44,11 @@ impl Server {
                     let url = line[at + "HTTP listening on ".len()..].trim().to_string();
                     let _ = url_tx.send(url);
                 }
+                // With --tls-*: `url` is then `https://…`.
+                if let Some(at) = line.find("HTTPS listening on ") {
+                    let url = line[at + "HTTPS listening on ".len()..].trim().to_string();
+                    let _ = url_tx.send(url);
+                }
                 log_writer.lock().unwrap().push(line);
             }
         });
@@ -82,7 +87,10 @@ impl Server {
     }
 
     pub fn host_port(&self) -> String {
-        self.url.trim_start_matches("http://").to_string()
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string()
     }
 
     /// The UDP media address of the first worker, from the startup log.
@@ -134,6 +142,23 @@ impl Server {
                 (key == name).then(|| value.trim().parse().ok())?
             })
             .unwrap_or_else(|| panic!("metric {name} missing from /metrics:\n{body}"))
+    }
+}
+
+impl Server {
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; `None` if it did not.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
