@@ -334,4 +334,68 @@ async fn outside_dev_mode_joins_need_a_token_for_the_room_and_publishing_needs_t
     let offer = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
     expect_error(&mut publisher, offer, "bad_sdp").await;
     assert!(server.log_text().contains("join refused"));
+
+    // Expired and tampered tokens are refused with their codes at the start of the message.
+    let credentials = roomcast_auth::ApiCredentials::new("k1", SECRET);
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let claims = roomcast_auth::Claims::new("ada", "team", long_ago, Duration::from_secs(60))
+        .with_grants([roomcast_auth::Grant::Subscribe]);
+    let expired = roomcast_auth::mint(&credentials, &claims);
+    let tampered = {
+        let publisher = mint("team", "publish,subscribe,admin");
+        let viewer = mint("team", "subscribe");
+        let mut parts: Vec<&str> = viewer.split('.').collect();
+        parts[1] = publisher.split('.').nth(1).unwrap();
+        parts.join(".")
+    };
+    for (token, code) in [(expired, "expired"), (tampered, "bad_signature")] {
+        let mut ws = connect(&server).await;
+        ws.send(Message::text(join(Some(token)))).await.unwrap();
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["code"], "unauthorized", "{reply}");
+        assert!(
+            reply["message"].as_str().unwrap().starts_with(code),
+            "{reply}"
+        );
+    }
+
+    // Kick needs the admin grant; with it, the kicked participant is told why.
+    let mut viewer = connect(&server).await;
+    viewer
+        .send(Message::text(join(Some(mint("team", "subscribe")))))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut viewer).await["type"], "joined");
+    let kick = serde_json::json!({"type": "kick", "participant_id": 1}).to_string();
+    expect_error(&mut viewer, kick, "forbidden").await;
+    let mut admin = connect(&server).await;
+    admin
+        .send(Message::text(join(Some(mint("team", "subscribe,admin")))))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut admin).await["type"], "joined");
+    let target = joined["participant_id"].clone();
+    let kick = serde_json::json!({"type": "kick", "participant_id": target}).to_string();
+    admin.send(Message::text(kick)).await.unwrap();
+    let left = loop {
+        let message = next_json(&mut publisher).await;
+        if message["type"] == "left" {
+            break message;
+        }
+    };
+    assert_eq!(left["reason"], "kicked", "{left}");
+    let kick = serde_json::json!({"type": "kick", "participant_id": 999_999}).to_string();
+    admin.send(Message::text(kick)).await.unwrap();
+    let error = loop {
+        // Room events (the kicked participant leaving) may come first.
+        let message = next_json(&mut admin).await;
+        if message["type"] == "error" {
+            break message;
+        }
+    };
+    assert_eq!(error["code"], "unknown_participant", "{error}");
 }

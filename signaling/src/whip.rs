@@ -10,10 +10,11 @@
 //!   host reconnects or changes. Outside dev mode the bearer token needs the `subscribe`
 //!   grant for the room.
 //! - Both: `201 Created`, `Location: /whip|whep/<room>/<session>`, `application/sdp` answer,
-//!   ICE servers in `Link` headers (RFC 9725 §4.4): the TURN URLs with credentials of the
-//!   session's own ([`AppState::ice_servers`]). The server is ICE-lite with all its
-//!   candidates in the answer, so trickle (`PATCH`) is answered `405` as §4.3 allows. CORS is
-//!   open so players on other origins can use the endpoints.
+//!   ICE servers in `Link` headers (RFC 9725, "STUN/TURN Server Configuration"): the TURN
+//!   URLs with the session's own credentials ([`AppState::ice_servers`]). The server is
+//!   ICE-lite with all its candidates in the answer, so trickle (`PATCH`) is answered `405`,
+//!   which RFC 9725 allows for servers without trickle support. CORS is open so players on
+//!   other origins can use the endpoints.
 //!
 //! [RFC 9725]: https://www.rfc-editor.org/rfc/rfc9725
 
