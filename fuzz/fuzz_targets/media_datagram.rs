@@ -40,7 +40,7 @@ fn join_one_participant(router: &mut Router) {
     let (events, events_rx) = tokio::sync::mpsc::channel(1024);
     std::mem::forget(events_rx); // keep the participant's event stream open
     let (reply, _) = tokio::sync::oneshot::channel();
-    router.handle_command(now, Command::Join { room: "fuzz".into(), participant, name: "fuzz".into(), events, reply }, &mut Discard);
+    router.handle_command(now, Command::Join { room: "fuzz".into(), participant, name: "fuzz".into(), subscription: roomcast_sfu::Subscription::AllTracks, events, reply }, &mut Discard);
     let mut client = str0m::Rtc::new(now);
     client.add_local_candidate(str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap());
     let mut change = client.sdp_api();
