@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v ffmpeg >/dev/null 2>&1 || apt_packages+=(ffmpeg)
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 command -v turnserver >/dev/null 2>&1 || apt_packages+=(coturn)
 command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
 # /usr/sbin is not on every user's PATH: look for the files the nginx test uses.

@@ -335,11 +335,8 @@ async fn wss_signaling_works_while_broken_clients_stall_and_shutdown_stays_grace
     assert_eq!(status, 200);
     let mut ws = connect_wss(&server).await;
     let joined = join(&mut ws, "tls-room", "ada").await;
-    assert_eq!(
-        joined["participants"].as_array().unwrap().len(),
-        1,
-        "{joined}"
-    );
+    assert_eq!(joined["room"], "tls-room", "{joined}");
+    assert!(joined["participant_id"].is_u64(), "{joined}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

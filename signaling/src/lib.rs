@@ -228,7 +228,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/watch.js",
             get(|| async { asset("text/javascript; charset=utf-8", WATCH_JS) }),
         )
-        .route("/ws", get(websocket))
+        // `any`: over HTTP/2 (HTTPS with ALPN h2) browsers open WebSockets with an extended
+        // CONNECT (RFC 8441), not a GET.
+        .route("/ws", axum::routing::any(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // The admin API: bearer tokens with the admin grant, no CORS (server-to-server).

@@ -84,7 +84,8 @@ function describe(value) {
 /**
  * Starts `roomcast serve` on an ephemeral HTTP port, an ephemeral RTC port and an ephemeral RTMP
  * port (the server's default RTMP port, 1935, would keep two servers from running at once) and
- * waits until it logs `HTTP listening on <url>`. Returns { url, rtmpUrl, logs(), stop(), process }.
+ * waits until it logs `HTTP listening on <url>` (with TLS flags: `HTTPS listening on <url>`).
+ * Returns { url, rtmpUrl, logs(), stop(), process }.
  *
  * `extraArgs` are added to `args`; a `--flag value` pair there replaces the same flag in `args`.
  * When the arguments include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and
@@ -157,6 +158,9 @@ export async function startServer({
     const check = (line) => {
       const http = /HTTP listening on (http:\/\/\S+)/.exec(line);
       if (http) found.url ??= http[1];
+      // With --tls-cert/--tls-key or --tls-self-signed the server logs an https:// URL instead.
+      const https = /HTTPS listening on (https:\/\/\S+)/.exec(line);
+      if (https) found.url ??= https[1];
       const rtmp = /RTMP listening on (rtmp:\/\/[^\s/]+)/.exec(line);
       if (rtmp) found.rtmpUrl ??= rtmp[1];
       if (found.url && (found.rtmpUrl || !wantRtmp)) finish(resolve, found);
