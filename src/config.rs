@@ -63,6 +63,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
 
+    /// Outside dev mode, let clients without a token watch any room: join receive-only (no
+    /// publishing, no admin) and play over WHEP. Without it every viewer needs a token.
+    #[arg(long, env = "ROOMCAST_ANONYMOUS_VIEWERS")]
+    anonymous_viewers: bool,
+
     /// Take client addresses from the X-Real-IP header (set by the nginx in front) for the
     /// per-IP limit. Only when every request comes through that proxy.
     #[arg(long, env = "ROOMCAST_TRUST_PROXY_HEADERS")]
@@ -136,7 +141,7 @@ pub struct ServeArgs {
 
     /// TOML file with any of the settings above (keys: http, rtc_port, public_ip, rtc_bind,
     /// workers, max_participants, max_rooms, max_message_rate, max_message_bytes,
-    /// max_connections_per_ip, trust_proxy_headers, rtmp, refuse_bframes, api_key, api_secret, turn_secret,
+    /// max_connections_per_ip, trust_proxy_headers, anonymous_viewers, rtmp, refuse_bframes, api_key, api_secret, turn_secret,
     /// turn_urls (an array), turn_ttl, tls_cert, tls_key, tls_self_signed). Flags and
     /// environment variables override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
@@ -157,6 +162,7 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     max_connections_per_ip: Option<usize>,
     trust_proxy_headers: Option<bool>,
+    anonymous_viewers: Option<bool>,
     rtmp: Option<SocketAddr>,
     refuse_bframes: Option<bool>,
     api_key: Option<String>,
@@ -182,6 +188,7 @@ pub struct ServeConfig {
     /// `None`: no TURN server, clients get no ICE servers.
     pub turn: Option<TurnConfig>,
     pub limits: roomcast_signaling::limits::Limits,
+    pub anonymous_viewers: bool,
 }
 
 /// Shorter secrets are refused: HS256 wants at least 256 bits of key material.
@@ -313,6 +320,7 @@ impl ServeConfig {
             credentials,
             turn,
             limits,
+            anonymous_viewers: args.anonymous_viewers || file.anonymous_viewers.unwrap_or(false),
             sfu: SfuConfig {
                 workers,
                 bind_ip,

@@ -140,6 +140,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         },
     );
     state.limits = config.limits;
+    state.anonymous_viewers = config.anonymous_viewers;
     let state = Arc::new(state);
     tokio::spawn(roomcast_signaling::rtmp::serve(
         rtmp_listener,

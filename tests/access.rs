@@ -314,3 +314,77 @@ async fn limits_refuse_precisely_and_are_counted() {
     );
     assert_eq!(metric("message_size"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscribe_grant_and_anonymous_viewers() {
+    let server = Server::start_with(&[
+        "--api-key",
+        KEY,
+        "--api-secret",
+        SECRET,
+        "--anonymous-viewers",
+    ]);
+    let publisher = Participant::join(participant(
+        &server,
+        "town-hall",
+        "host",
+        mint("town-hall", "host", "publish,subscribe"),
+    ))
+    .await
+    .unwrap();
+    // Publish without subscribe: sends, receives nothing.
+    let deaf = Participant::join(participant(
+        &server,
+        "town-hall",
+        "deaf",
+        mint("town-hall", "deaf", "publish"),
+    ))
+    .await
+    .unwrap();
+    // No token at all: allowed to watch on this server, not to publish.
+    let anonymous = Participant::join(ParticipantOptions {
+        publish: None,
+        token: None,
+        ..participant(&server, "town-hall", "guest", String::new())
+    })
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the host's video at the anonymous viewer and deaf's at the host",
+        || {
+            let (a, h) = (
+                frames_from(&anonymous, &publisher),
+                frames_from(&publisher, &deaf),
+            );
+            if a > 10 && h > 10 {
+                Ok(())
+            } else {
+                Err(format!("{a} {h}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        deaf.stats().remote.is_empty(),
+        "a token without subscribe receives nothing: {:?}",
+        deaf.stats().remote
+    );
+    let (mut ws, reply) = join(&server, "town-hall").await;
+    assert_eq!(reply["type"], "joined", "anonymous join: {reply}");
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    ws.send(Message::text(
+        serde_json::json!({"type": "offer", "sdp": offer}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let error = loop {
+        let message = next_json(&mut ws).await;
+        if message["type"] == "error" {
+            break message;
+        }
+    };
+    assert_eq!(error["code"], "forbidden", "{error}");
+    let viewer = roomcast_client::whep::WhepViewer::connect(&server.url, "town-hall", None).await;
+    assert!(viewer.is_ok(), "anonymous WHEP: {:?}", viewer.err());
+}

@@ -66,6 +66,9 @@ pub struct AppState {
     /// Set after [`AppState::new`] from the configuration; defaults otherwise.
     pub limits: limits::Limits,
     pub limit_state: limits::LimitState,
+    /// Outside dev mode, let clients without a token watch (join receive-only, WHEP): set
+    /// after [`AppState::new`] from `--anonymous-viewers`.
+    pub anonymous_viewers: bool,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl AppState {
             rtmp,
             limits: limits::Limits::default(),
             limit_state: limits::LimitState::default(),
+            anonymous_viewers: false,
         }
     }
 

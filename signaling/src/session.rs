@@ -428,12 +428,18 @@ impl Session {
         let mut identity = None;
         let (name, may_publish, is_admin, subscription) = match &self.state.credentials {
             None => (name, true, true, Subscription::AllTracks),
+            // `--anonymous-viewers`: no token, watch only (no publishing, no admin).
+            Some(_) if token.is_none() && self.state.anonymous_viewers => {
+                info!(%room, "anonymous viewer joins");
+                (name, false, false, Subscription::AllTracks)
+            }
             Some(credentials) => {
                 let Some(token) = token else {
                     return self
                         .send_error(
                             ErrorCode::Unauthorized,
-                            "this server needs an access token in \"join\" (\"token\": …)",
+                            "this server needs an access token in \"join\" (\"token\": …); \
+                             it does not allow anonymous viewers",
                         )
                         .await;
                 };

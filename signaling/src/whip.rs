@@ -194,6 +194,7 @@ async fn create(
                 }
             }
         }
+        (Direction::Whep, Some(_), None) if state.anonymous_viewers => "viewer".to_string(),
         (_, _, None) => {
             IngestMetrics::add(&metrics.refused_total, 1);
             let what = if direction == Direction::Whip {
