@@ -301,21 +301,27 @@ struct Session {
     audio_time: u64,
 }
 
+/// A client `Rtc` (no stats) with one host candidate: the address `socket` is bound to.
+pub(crate) fn client_rtc(socket: &UdpSocket) -> Result<(Rtc, SocketAddr), ClientError> {
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| ClientError::Media(e.to_string()))?;
+    let mut rtc = Rtc::builder()
+        .set_stats_interval(None)
+        .build(Instant::now());
+    let candidate =
+        Candidate::host(local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    Ok((rtc, local_addr))
+}
+
 impl Session {
     fn new(
         options: ParticipantOptions,
         socket: UdpSocket,
         stats: Arc<Mutex<Stats>>,
     ) -> Result<Self, ClientError> {
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| ClientError::Media(e.to_string()))?;
-        let mut rtc = Rtc::builder()
-            .set_stats_interval(None)
-            .build(Instant::now());
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let (rtc, local_addr) = client_rtc(&socket)?;
         Ok(Session {
             options,
             socket,

@@ -10,7 +10,7 @@ use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -60,15 +60,7 @@ impl WhepViewer {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| ClientError::Media(e.to_string()))?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| ClientError::Media(e.to_string()))?;
-        let mut rtc = Rtc::builder()
-            .set_stats_interval(None)
-            .build(Instant::now());
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Media(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let (mut rtc, local_addr) = crate::client_rtc(&socket)?;
         let mut change = rtc.sdp_api();
         change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);

@@ -519,15 +519,8 @@ impl Connection {
                     payloads,
                 };
                 IngestMetrics::add(&metrics.frames_total, 1);
-                publisher
-                    .worker
-                    .send(Command::IngestFrame {
-                        participant: publisher.participant,
-                        track: publisher.video_track,
-                        frame,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let track = publisher.video_track;
+                publisher.send(track, frame).await?;
             }
             VideoTag::Unsupported { codec } => {
                 if !publisher.video_unsupported_reported {
@@ -607,15 +600,8 @@ impl Connection {
                         payloads: vec![(Arc::from(packet.data), false)],
                     };
                     IngestMetrics::add(&metrics.frames_total, 1);
-                    publisher
-                        .worker
-                        .send(Command::IngestFrame {
-                            participant: publisher.participant,
-                            track: publisher.audio_track,
-                            frame,
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let track = publisher.audio_track;
+                    publisher.send(track, frame).await?;
                 }
                 publisher.opus_out = packets;
             }
@@ -631,6 +617,16 @@ impl Connection {
 }
 
 impl Publisher {
+    /// Hand one frame of `track` to the SFU worker (waits while its queue is full).
+    async fn send(&self, track: TrackId, frame: IngestFrame) -> Result<(), String> {
+        let command = Command::IngestFrame {
+            participant: self.participant,
+            track,
+            frame,
+        };
+        self.worker.send(command).await.map_err(|e| e.to_string())
+    }
+
     /// The capture time of media timestamp `pts_ms`, on the clock anchored at the first tag.
     fn capture_time(&mut self, pts_ms: i64) -> Instant {
         let (anchor_at, anchor_ms) = *self

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
+import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 // For the nginx helpers (startNginx and friends) at the end of this file.
 import { spawnSync } from 'node:child_process';
@@ -1089,4 +1090,36 @@ export function selectedCandidatePair(page) {
     };
     return { state: pair.state, local: candidate(pair.localCandidateId), remote: candidate(pair.remoteCandidateId) };
   });
+}
+
+/**
+ * A `step(name, fn, { timeout })` for test files whose steps build on each other: steps run as
+ * node:test tests, log how long they took, and once one fails the later ones are skipped.
+ * `onFailure(name)` runs before the failing step's error is rethrown (dump diagnostics there).
+ */
+export function sequentialSteps(onFailure, { timeout: defaultTimeout } = {}) {
+  let failed = false;
+  return function step(name, fn, { timeout = defaultTimeout } = {}) {
+    return test(name, timeout ? { timeout } : {}, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      const started = Date.now();
+      try {
+        await fn(t);
+      } catch (error) {
+        failed = true;
+        await onFailure(name);
+        throw error;
+      } finally {
+        console.log(`step "${name}" took ${Date.now() - started} ms`);
+      }
+    });
+  };
+}
+
+/** A file-name-safe label for a step's diagnostics. */
+export function stepLabel(prefix, name) {
+  return `${prefix}${name.replace(/\W+/g, '-').slice(0, 40)}`;
 }

@@ -55,6 +55,8 @@ import {
   startNginx,
   startServer,
   waitFor,
+  sequentialSteps,
+  stepLabel,
 } from './lib.mjs';
 
 const FFMPEG = process.env.FFMPEG ?? 'ffmpeg';
@@ -69,7 +71,6 @@ let browser;
 const pages = new Set();
 const allPages = [];
 let push = null;
-let failed = false;
 
 before(async () => {
   for (const [bin, args, hint] of [
@@ -96,26 +97,11 @@ after(async () => {
 });
 
 /** Runs one step; on failure dumps every log and open page, and skips the later steps. */
-function step(name, fn, { timeout = 60_000 } = {}) {
-  return test(name, { timeout }, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    const started = Date.now();
-    try {
-      await fn(t);
-    } catch (error) {
-      failed = true;
-      const extra = { nginx: nginx?.logs() ?? 'nginx did not start' };
-      if (push) extra.ffmpeg = push.logs();
-      await dumpDiagnostics({ server, pages: [...pages], label: `nginx-${name.replace(/\W+/g, '-').slice(0, 40)}`, extra });
-      throw error;
-    } finally {
-      console.log(`step "${name}" took ${Date.now() - started} ms`);
-    }
-  });
-}
+const step = sequentialSteps((name) => {
+  const extra = { nginx: nginx?.logs() ?? 'nginx did not start' };
+  if (push) extra.ffmpeg = push.logs();
+  return dumpDiagnostics({ server, pages: [...pages], label: stepLabel('nginx-', name), extra });
+}, { timeout: 60_000 });
 
 async function closePage(page) {
   pages.delete(page);

@@ -19,7 +19,7 @@
 // ROOMCAST_TEST_VERBOSE=1 streams the server log; ROOMCAST_WEB_CLIENT_FROM_DISK=1 serves
 // web-client/ from the working tree instead of the copy embedded in the binary.
 
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   departureRecord,
@@ -37,6 +37,9 @@ import {
   transceivers,
   waitFor,
   watchDeparture,
+  expectMediaFrom,
+  sequentialSteps,
+  stepLabel,
 } from './lib.mjs';
 
 const DEPARTURE_BOUND_MS = 2_000;
@@ -48,7 +51,6 @@ let browser;
 const pages = [];
 const allPages = [];
 const room = `rooms-${process.pid}-${Date.now().toString(36)}`;
-let failed = false;
 
 before(async () => {
   server = await startServer();
@@ -62,24 +64,7 @@ after(async () => {
 });
 
 /** Runs one step; on failure dumps the server log and every page, and skips later steps. */
-function step(name, fn) {
-  return test(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    const started = Date.now();
-    try {
-      await fn(t);
-    } catch (error) {
-      failed = true;
-      await dumpDiagnostics({ server, pages, label: name.replace(/\W+/g, '-').slice(0, 40) });
-      throw error;
-    } finally {
-      console.log(`step "${name}" took ${Date.now() - started} ms`);
-    }
-  });
-}
+const step = sequentialSteps((name) => dumpDiagnostics({ server, pages, label: stepLabel('', name) }));
 
 /** The id each page got from the server, keyed by display name. */
 async function idsByName(roomPages) {
@@ -88,47 +73,6 @@ async function idsByName(roomPages) {
     return [pageLabel(page), info.participantId];
   }));
   return new Map(entries);
-}
-
-/**
- * Waits until `page` decodes video from and receives audio from every participant in `expected`
- * (Map name -> id), then until all those streams advance once more. Returns the last sample.
- */
-async function expectMediaFrom(page, expected, { timeout }) {
-  const wantedIds = [...expected.values()];
-  const label = pageLabel(page);
-  const byParticipant = (stats, kind) => new Map(wantedIds.map((id) => [
-    id, stats.find((s) => s.kind === kind && s.participantId === id),
-  ]));
-
-  const first = await waitFor(async () => {
-    const stats = await inboundStats(page);
-    const videos = stats.filter((s) => s.kind === 'video' && s.framesDecoded > 0 && s.frameWidth > 0);
-    const audios = stats.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
-    const missing = wantedIds.filter((id) => !videos.some((s) => s.participantId === id) || !audios.some((s) => s.participantId === id));
-    if (videos.length < wantedIds.length || audios.length < wantedIds.length || missing.length) {
-      throw new Error(`${label}: ${videos.length} decoding videos, ${audios.length} audio streams with packets, ` +
-        `no media yet from participants ${JSON.stringify(missing)}; inbound-rtp: ${JSON.stringify(stats)}`);
-    }
-    return stats;
-  }, { timeout, interval: 250, message: `${label} to decode video and receive audio from ${JSON.stringify([...expected.keys()])}` });
-
-  const baseVideo = byParticipant(first.filter((s) => s.framesDecoded > 0), 'video');
-  const baseAudio = byParticipant(first.filter((s) => s.packetsReceived > 0), 'audio');
-  return waitFor(async () => {
-    const stats = await inboundStats(page);
-    const stalled = [];
-    for (const [id, base] of baseVideo) {
-      const now = stats.find((s) => s.id === base.id);
-      if (!(now?.framesDecoded > base.framesDecoded)) stalled.push(`video of ${id}: framesDecoded ${base.framesDecoded} -> ${now?.framesDecoded}`);
-    }
-    for (const [id, base] of baseAudio) {
-      const now = stats.find((s) => s.id === base.id);
-      if (!(now?.packetsReceived > base.packetsReceived)) stalled.push(`audio of ${id}: packetsReceived ${base.packetsReceived} -> ${now?.packetsReceived}`);
-    }
-    if (stalled.length) throw new Error(`${label}: not advancing: ${stalled.join('; ')}`);
-    return stats;
-  }, { timeout: 5_000, interval: 200, message: `${label}: every received stream to keep advancing` });
 }
 
 /** Waits until `page` shows exactly the remote tiles in `expected` (name -> id), each playing video. */

@@ -9,7 +9,7 @@
 //
 // Run: `cargo build && node --test tests/browser/tls.test.mjs` (or `npm run test:browser`).
 
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   dumpDiagnostics,
@@ -21,6 +21,8 @@ import {
   sessionInfo,
   startServer,
   waitFor,
+  sequentialSteps,
+  stepLabel,
 } from './lib.mjs';
 
 let server;
@@ -28,7 +30,6 @@ let browser;
 const pages = [];
 const webSockets = new Map(); // page label -> WebSocket URLs the page opened
 const room = `tls-${process.pid}-${Date.now().toString(36)}`;
-let failed = false;
 
 before(async () => {
   server = await startServer({ extraArgs: ['--tls-self-signed', 'localhost,127.0.0.1'] });
@@ -40,21 +41,7 @@ after(async () => {
   await server?.stop();
 });
 
-function step(name, fn) {
-  return test(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (error) {
-      failed = true;
-      await dumpDiagnostics({ server, pages, label: `tls-${name.replace(/\W+/g, '-').slice(0, 40)}` });
-      throw error;
-    }
-  });
-}
+const step = sequentialSteps((name) => dumpDiagnostics({ server, pages, label: stepLabel('tls-', name) }));
 
 /** `https://localhost:PORT/?room=…&name=…`: the name the certificate is for, not the IP. */
 function roomUrl(name) {

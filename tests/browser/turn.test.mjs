@@ -34,6 +34,8 @@ import {
   startServer,
   startTurnServer,
   waitFor,
+  sequentialSteps,
+  stepLabel,
 } from './lib.mjs';
 
 const SECRET = `turn-test-secret-${process.pid}`;
@@ -45,7 +47,6 @@ let server;
 let browser;
 const pages = [];
 const room = `turn-${process.pid}-${Date.now().toString(36)}`;
-let failed = false;
 /** Servers of the current step, for diagnostics. */
 let stepServer = null;
 
@@ -62,30 +63,13 @@ after(async () => {
   await turn?.stop();
 });
 
-function step(name, fn) {
-  return test(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    const started = Date.now();
-    try {
-      await fn(t);
-    } catch (error) {
-      failed = true;
-      await dumpDiagnostics({
-        server: stepServer ?? server,
-        pages,
-        label: `turn-${name.replace(/\W+/g, '-').slice(0, 40)}`,
-        describePage: describeTurnPage,
-        extra: { coturn: turn?.logs() ?? '' },
-      });
-      throw error;
-    } finally {
-      console.log(`step "${name}" took ${Date.now() - started} ms`);
-    }
-  });
-}
+const step = sequentialSteps((name) => dumpDiagnostics({
+  server: stepServer ?? server,
+  pages,
+  label: stepLabel('turn-', name),
+  describePage: describeTurnPage,
+  extra: { coturn: turn?.logs() ?? '' },
+}));
 
 async function describeTurnPage(page) {
   const [pair, records, inbound] = await Promise.all([
