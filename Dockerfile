@@ -32,7 +32,7 @@ ENV ROOMCAST_HTTP=0.0.0.0:8080 \
 
 USER roomcast
 WORKDIR /var/lib/roomcast
-# Data for the coming HLS replays; compose.yaml mounts a named volume here.
+# HLS replays live here (ROOMCAST_REPLAY_DIR); compose.yaml mounts a named volume.
 VOLUME ["/var/lib/roomcast"]
 
 # HTTP + WebSocket, RTMP ingest, and the first two media ports (one UDP port per worker:

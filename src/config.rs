@@ -139,10 +139,39 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_TLS_SELF_SIGNED", value_name = "NAMES")]
     tls_self_signed: Option<String>,
 
+    /// Directory where finished broadcasts are kept as HLS replays (created if missing).
+    /// [default: roomcast-data/replays, relative to the working directory]
+    #[arg(long, env = "ROOMCAST_REPLAY_DIR", value_name = "DIR")]
+    replay_dir: Option<PathBuf>,
+
+    /// Hours a replay is kept after its broadcast ends; 0 keeps no replays. [default: 72]
+    #[arg(long, env = "ROOMCAST_REPLAY_RETENTION_HOURS", value_name = "HOURS")]
+    replay_retention_hours: Option<u64>,
+
+    /// LL-HLS part duration in milliseconds (PART-TARGET), 100 to 1000. [default: 200]
+    #[arg(long, env = "ROOMCAST_HLS_PART_MS", value_name = "MS")]
+    hls_part_ms: Option<u64>,
+
+    /// HLS segments close at the first keyframe after this many milliseconds, 500 to 10000.
+    /// [default: 1000]
+    #[arg(long, env = "ROOMCAST_HLS_SEGMENT_MS", value_name = "MS")]
+    hls_segment_ms: Option<u64>,
+
+    /// Segments listed in the live HLS playlist (and kept in memory), 3 to 60. [default: 6]
+    #[arg(long, env = "ROOMCAST_HLS_WINDOW", value_name = "N")]
+    hls_window: Option<usize>,
+
+    /// Milliseconds a broadcast waits for its source to return (an encoder reconnecting)
+    /// before it ends and its replay is written. [default: 5000]
+    #[arg(long, env = "ROOMCAST_BROADCAST_END_GRACE_MS", value_name = "MS")]
+    broadcast_end_grace_ms: Option<u64>,
+
     /// TOML file with any of the settings above (keys: http, rtc_port, public_ip, rtc_bind,
     /// workers, max_participants, max_rooms, max_message_rate, max_message_bytes,
     /// max_connections_per_ip, trust_proxy_headers, anonymous_viewers, rtmp, refuse_bframes, api_key, api_secret, turn_secret,
-    /// turn_urls (an array), turn_ttl, tls_cert, tls_key, tls_self_signed). Flags and
+    /// turn_urls (an array), turn_ttl, tls_cert, tls_key, tls_self_signed, replay_dir,
+    /// replay_retention_hours, hls_part_ms, hls_segment_ms, hls_window,
+    /// broadcast_end_grace_ms). Flags and
     /// environment variables override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -173,6 +202,12 @@ struct FileConfig {
     turn_secret: Option<String>,
     turn_urls: Option<Vec<String>>,
     turn_ttl: Option<String>,
+    replay_dir: Option<PathBuf>,
+    replay_retention_hours: Option<u64>,
+    hls_part_ms: Option<u64>,
+    hls_segment_ms: Option<u64>,
+    hls_window: Option<usize>,
+    broadcast_end_grace_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -189,6 +224,7 @@ pub struct ServeConfig {
     pub turn: Option<TurnConfig>,
     pub limits: roomcast_signaling::limits::Limits,
     pub anonymous_viewers: bool,
+    pub hls: roomcast_signaling::hls::HlsSettings,
 }
 
 /// Shorter secrets are refused: HS256 wants at least 256 bits of key material.
@@ -204,6 +240,7 @@ impl ServeConfig {
                 toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
             }
         };
+        let hls = resolve_hls(&args, &file)?;
         let http = args
             .http
             .or(file.http)
@@ -321,6 +358,7 @@ impl ServeConfig {
             turn,
             limits,
             anonymous_viewers: args.anonymous_viewers || file.anonymous_viewers.unwrap_or(false),
+            hls,
             sfu: SfuConfig {
                 workers,
                 bind_ip,
@@ -328,9 +366,84 @@ impl ServeConfig {
                 announce_ip: public_ip,
                 max_participants_per_room: max_participants,
                 max_rooms,
+                stage_tap: None,
             },
         })
     }
+}
+
+/// HLS and replay settings, each checked against its range.
+fn resolve_hls(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<roomcast_signaling::hls::HlsSettings, String> {
+    let defaults = roomcast_signaling::hls::HlsSettings::default();
+    let ms = |flag: Option<u64>,
+              file: Option<u64>,
+              default: Duration,
+              name: &str,
+              range: std::ops::RangeInclusive<u64>| {
+        let value = flag.or(file).unwrap_or(default.as_millis() as u64);
+        if range.contains(&value) {
+            Ok(Duration::from_millis(value))
+        } else {
+            Err(format!(
+                "--{name} must be between {} and {} (got {value})",
+                range.start(),
+                range.end()
+            ))
+        }
+    };
+    let part_target = ms(
+        args.hls_part_ms,
+        file.hls_part_ms,
+        defaults.part_target,
+        "hls-part-ms",
+        100..=1000,
+    )?;
+    let segment_target = ms(
+        args.hls_segment_ms,
+        file.hls_segment_ms,
+        defaults.segment_target,
+        "hls-segment-ms",
+        500..=10_000,
+    )?;
+    if segment_target < part_target * 2 {
+        return Err("--hls-segment-ms must be at least twice --hls-part-ms".into());
+    }
+    let end_grace = ms(
+        args.broadcast_end_grace_ms,
+        file.broadcast_end_grace_ms,
+        defaults.end_grace,
+        "broadcast-end-grace-ms",
+        0..=600_000,
+    )?;
+    let window = args
+        .hls_window
+        .or(file.hls_window)
+        .unwrap_or(defaults.window);
+    if !(3..=60).contains(&window) {
+        return Err(format!(
+            "--hls-window must be between 3 and 60 (got {window})"
+        ));
+    }
+    let retention_hours = args
+        .replay_retention_hours
+        .or(file.replay_retention_hours)
+        .unwrap_or(defaults.replay_retention.as_secs() / 3600);
+    let replay_dir = args
+        .replay_dir
+        .clone()
+        .or_else(|| file.replay_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("roomcast-data/replays"));
+    Ok(roomcast_signaling::hls::HlsSettings {
+        part_target,
+        segment_target,
+        window,
+        end_grace,
+        replay_dir: (retention_hours > 0).then_some(replay_dir),
+        replay_retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
+    })
 }
 
 /// Both the TURN secret and URLs, or neither.

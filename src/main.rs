@@ -94,12 +94,14 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(config: ServeConfig) -> Result<(), String> {
+async fn serve(mut config: ServeConfig) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
 
+    let (stage_tap, stage_events) = roomcast_sfu::stage::StageTap::channel(8192);
+    config.sfu.stage_tap = Some(stage_tap);
     let sfu = Arc::new(Sfu::start(&config.sfu).map_err(|e| e.to_string())?);
     for worker in sfu.workers() {
         info!(
@@ -141,7 +143,20 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     );
     state.limits = config.limits;
     state.anonymous_viewers = config.anonymous_viewers;
+    state.hls = Arc::new(roomcast_signaling::hls::Hls::new(config.hls).map_err(|e| e.to_string())?);
+    if let Some(dir) = &state.hls.settings.replay_dir {
+        info!(
+            "replays: kept {} h in {}",
+            state.hls.settings.replay_retention.as_secs() / 3600,
+            dir.display()
+        );
+    }
     let state = Arc::new(state);
+    tokio::spawn(roomcast_signaling::hls::run_stage_dispatcher(
+        state.clone(),
+        stage_events,
+    ));
+    tokio::spawn(roomcast_signaling::hls::run_retention(state.hls.clone()));
     tokio::spawn(roomcast_signaling::rtmp::serve(
         rtmp_listener,
         state.clone(),

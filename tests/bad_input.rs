@@ -372,6 +372,9 @@ async fn outside_dev_mode_joins_need_a_token_for_the_room_and_publishing_needs_t
     assert_eq!(next_json(&mut viewer).await["type"], "joined");
     let kick = serde_json::json!({"type": "kick", "participant_id": 1}).to_string();
     expect_error(&mut viewer, kick, "forbidden").await;
+    // So does choosing the room's stage (what HLS and replays show).
+    let stage = serde_json::json!({"type": "set_stage", "participant_id": 1}).to_string();
+    expect_error(&mut viewer, stage, "forbidden").await;
     let mut admin = connect(&server).await;
     admin
         .send(Message::text(join(Some(mint("team", "subscribe,admin")))))
@@ -398,4 +401,6 @@ async fn outside_dev_mode_joins_need_a_token_for_the_room_and_publishing_needs_t
         }
     };
     assert_eq!(error["code"], "unknown_participant", "{error}");
+    let stage = serde_json::json!({"type": "set_stage", "participant_id": 999_999}).to_string();
+    expect_error(&mut admin, stage, "unknown_participant").await;
 }

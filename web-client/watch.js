@@ -13,13 +13,36 @@
 // Next to the video, `GET /api/rooms/<room>` (every 2 s) gives the LIVE / OFFLINE status, the
 // viewer count, the host's name, when the broadcast started and its warnings.
 //
+// HLS: when WebRTC has not connected WEBRTC_FALLBACK_MS after the page started trying (UDP
+// blocked, no TURN), or its WHEP request or connection failed before it ever worked (a refused
+// token excepted: HLS would refuse it too), the page plays the room's
+// LL-HLS playlist (`/hls/<room>/index.m3u8`, from the room status's `hls.url`) instead: with
+// hls.js (`/hls.min.js`, loaded only then; `lowLatencyMode`) where the browser has Media Source
+// Extensions, else natively where `<video>` plays HLS (Safari on iPhone). The "WebRTC / HLS"
+// buttons switch by hand (and turn the automatic fallback off); `?transport=hls` starts on HLS.
+// The playlist is only requested while the room status says `hls.live` (a 404 would be logged
+// as an error); a failure is shown and retried every HLS_RETRY_MS; a playlist that ends
+// (`#EXT-X-ENDLIST`, the broadcast is over) shows "Broadcast ended".
+//
+// Delay behind live, shown under the video: over HLS, now minus the capture time of the frame
+// on screen (EXT-X-PROGRAM-DATE-TIME: hls.js's `playingDate`, natively `getStartDate()` +
+// `currentTime`); over WebRTC an estimate from getStats (jitter buffer + decode + half the round
+// trip; the encoder's and server's own delay are not in it).
+//
 // No camera or microphone is ever requested. Sound: the video element starts unmuted; when the
 // browser refuses audible autoplay it plays muted and offers a "Click to unmute" button.
 //
 // `window.roomcast` is a read-only debugging/test hook: { pc, state, live, room, info,
 // sessionUrl, sessions, connectionState, muted, audioBlocked, framesPresented, lastFrameAt,
-// video, timings }. `state` is one of 'invalid', 'connecting', 'reconnecting', 'offline',
-// 'waiting' (live, no picture yet) and 'playing'.
+// video, timings, transport, transportChoice, fallbackReason, hls, hlsPlayer, hlsStatus,
+// hlsError, delayMs, delaySource }. `state` is one of 'invalid', 'connecting', 'reconnecting',
+// 'offline', 'waiting' (live, no picture yet), 'playing', and over HLS also 'ended' (the
+// playlist ended and was played to its end) and 'error' (HLS cannot play; retrying).
+// `transport` is 'webrtc' or 'hls'; `transportChoice` 'auto' (WebRTC, HLS as fallback),
+// 'webrtc' or 'hls' (the switch); `hls` the hls.js instance (null otherwise); `hlsPlayer`
+// 'hls.js', 'native' or null; `hlsStatus` 'idle', 'waiting' (not live yet), 'loading',
+// 'playing', 'ended', 'error' or 'unsupported'; `delayMs` the delay behind live shown (null
+// while unknown) and `delaySource` 'program-date-time' or 'webrtc-stats'.
 
 // The server's rule for room names (signaling/src/session.rs).
 const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -35,6 +58,13 @@ const BACKOFF_MAX_MS = 10_000;
 const STALL_MS = 2_500;
 /** Once the room status says offline, a picture this old is already the past. */
 const OFFLINE_STALL_MS = 500;
+/** Automatic mode: WebRTC not connected this long after it started trying: play HLS instead. */
+const WEBRTC_FALLBACK_MS = 4_000;
+/** Retry delay after an HLS failure (playlist not there yet, network or media error). */
+const HLS_RETRY_MS = 2_000;
+/** A fatal hls.js media error is first handed back to hls.js this many times. */
+const HLS_MEDIA_RECOVERIES = 2;
+const HLS_MIME = 'application/vnd.apple.mpegurl';
 
 const OFFLINE_TEXT = 'The host is offline — this page will start playing when the broadcast begins.';
 
@@ -56,6 +86,10 @@ const ui = {
   warnings: $('warnings'),
   warningList: $('warning-list'),
   pageError: $('page-error'),
+  transportName: $('transport-name'),
+  delay: $('delay'),
+  transportButtons: [$('transport-webrtc'), $('transport-hls')],
+  transportNote: $('transport-note'),
 };
 
 const session = {
@@ -94,6 +128,30 @@ const session = {
   sampleFrames: null,
   /** performance.now() of milestones: whep_posted, whep_answered, pc_<state>, first_frame... */
   timings: {},
+  /** What plays now: 'webrtc' or 'hls'. */
+  transport: 'webrtc',
+  /** The switch: 'auto' (WebRTC, HLS when it cannot connect), 'webrtc' or 'hls'. */
+  choice: 'auto',
+  /** Why the page fell back to HLS by itself (null if it did not). */
+  fallbackReason: null,
+  fallbackTimer: null,
+  /** Whether WebRTC reached 'connected' since it was (re)started (fallback only before). */
+  webrtcConnected: false,
+  hls: {
+    /** hls.js instance (null when native or stopped). */
+    instance: null,
+    /** 'hls.js' or 'native' while a stream is attached, else null. */
+    player: null,
+    /** 'idle', 'waiting', 'loading', 'playing', 'ended', 'error' or 'unsupported'. */
+    status: 'idle',
+    error: null,
+    /** Every callback of an older load is ignored. */
+    generation: 0,
+    retryTimer: null,
+    mediaRecoveries: 0,
+  },
+  /** The delay behind live on display: { ms, source } and the previous WebRTC stats sample. */
+  delay: { ms: null, source: null, previous: null, sampling: false },
 };
 
 window.roomcast = Object.freeze({
@@ -111,6 +169,18 @@ window.roomcast = Object.freeze({
   get lastFrameAt() { return session.lastFrameAt; },
   get video() { return ui.video; },
   get timings() { return session.timings; },
+  get transport() { return session.transport; },
+  get transportChoice() { return session.choice; },
+  get fallbackReason() { return session.fallbackReason; },
+  get hls() { return session.hls.instance; },
+  get hlsPlayer() { return session.hls.player; },
+  get hlsStatus() { return session.hls.status; },
+  get hlsError() { return session.hls.error; },
+  get delayMs() {
+    if (session.transport === 'hls') session.delay.ms = hlsDelayMs();
+    return session.delay.ms;
+  },
+  get delaySource() { return session.delay.source; },
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +195,9 @@ function main() {
     room = '';
   }
   session.room = room;
-  session.token = new URLSearchParams(location.search).get('token');
+  const query = new URLSearchParams(location.search);
+  session.token = query.get('token');
+  if (query.get('transport') === 'hls' || query.get('transport') === 'webrtc') session.choice = query.get('transport');
   ui.roomName.textContent = room || 'No room';
 
   ui.unmuteButton.addEventListener('click', unmute);
@@ -137,6 +209,11 @@ function main() {
     }
   });
   ui.video.addEventListener('volumechange', render);
+  ui.video.addEventListener('ended', onMediaEnded);
+  ui.video.addEventListener('error', onNativeHlsError);
+  for (const button of ui.transportButtons) {
+    button.addEventListener('click', () => chooseTransport(button.dataset.transport));
+  }
   setUpFullscreen();
   watchFrames();
 
@@ -160,8 +237,9 @@ function main() {
   // A <video> waiting for its first frame delays the document's load event, and an offline
   // broadcast has no frame to give: connect once the page has loaded, so it does not look
   // like it is loading forever.
-  if (document.readyState === 'complete') connect();
-  else window.addEventListener('load', () => connect(), { once: true });
+  const start = () => useTransport(session.choice === 'hls' ? 'hls' : 'webrtc');
+  if (document.readyState === 'complete') start();
+  else window.addEventListener('load', start, { once: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,9 +263,11 @@ function serverUrl(pathname) {
 /** Replaces the current session (if any) by a new one. */
 async function connect() {
   clearTimers();
+  if (session.transport !== 'webrtc') return;
   const generation = ++session.generation;
   const current = () => generation === session.generation;
   closePeerConnection();
+  armFallback();
 
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
   session.pc = pc;
@@ -235,10 +315,15 @@ async function connect() {
     render();
   } catch (error) {
     if (!current()) return;
-    if (error instanceof HttpError && (error.status === 401 || error.status === 403)) {
+    const refused = error instanceof HttpError && (error.status === 401 || error.status === 403);
+    if (refused) {
       session.refused = session.token
         ? 'The server refused this page’s access token for the broadcast.'
         : 'This broadcast needs an access token: open the link you were given (it ends in ?token=…).';
+    } else if (canFallBack()) {
+      // (A refused token would be refused for HLS too: that is not a reason to switch.)
+      fallBackToHls(`the WHEP request failed (${error?.message ?? error})`);
+      return;
     }
     retryLater(`WHEP request failed (${error?.message ?? error})`);
   }
@@ -271,6 +356,9 @@ function onConnectionStateChange(pc) {
   if (state === 'connected') {
     clearTimeout(session.connectTimer);
     session.connectTimer = null;
+    clearTimeout(session.fallbackTimer);
+    session.fallbackTimer = null;
+    session.webrtcConnected = true;
     session.connection = 'connected';
     session.retryAttempt = 0;
     session.lastProblem = null;
@@ -283,6 +371,10 @@ function onConnectionStateChange(pc) {
       }
     }, DISCONNECTED_GRACE_MS);
   } else if (state === 'failed') {
+    if (canFallBack()) {
+      fallBackToHls('the WebRTC connection failed');
+      return;
+    }
     retryLater('media connection failed', { now: session.connection === 'connected' });
   }
   render();
@@ -337,6 +429,289 @@ function endSession(sessionUrl, { keepalive = false } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Transport: WebRTC or HLS
+
+/** Whether the page may still switch to HLS by itself: automatic mode, WebRTC never worked. */
+function canFallBack() {
+  return session.choice === 'auto' && session.transport === 'webrtc' && !session.webrtcConnected && !session.refused;
+}
+
+/** Starts the fallback clock once per WebRTC round (connect() retries do not restart it). */
+function armFallback() {
+  if (!canFallBack() || session.fallbackTimer != null) return;
+  session.fallbackTimer = setTimeout(() => {
+    session.fallbackTimer = null;
+    if (canFallBack() && session.pc?.connectionState !== 'connected') {
+      fallBackToHls(`WebRTC did not connect within ${WEBRTC_FALLBACK_MS / 1000} s`);
+    }
+  }, WEBRTC_FALLBACK_MS);
+}
+
+function fallBackToHls(reason) {
+  console.info(`roomcast: ${reason}; playing the HLS stream instead`);
+  session.fallbackReason = reason;
+  session.timings.hls_fallback ??= performance.now();
+  useTransport('hls');
+}
+
+/** The "WebRTC / HLS" switch: a choice by hand, which also ends the automatic fallback. */
+function chooseTransport(transport) {
+  if (transport !== 'webrtc' && transport !== 'hls') return;
+  session.choice = transport;
+  session.fallbackReason = null;
+  if (transport === session.transport) {
+    render();
+    return;
+  }
+  useTransport(transport);
+}
+
+/** Stops whatever plays and starts `transport` ('webrtc' or 'hls'). */
+function useTransport(transport) {
+  clearTimers();
+  clearTimeout(session.fallbackTimer);
+  session.fallbackTimer = null;
+  session.generation += 1; // late events of the WebRTC attempt are ignored
+  closePeerConnection();
+  session.videoTrack = null;
+  stopHls();
+  ui.video.srcObject = null;
+  session.lastFrameAt = null;
+  session.delay = { ms: null, source: null, previous: null, sampling: false };
+  session.transport = transport;
+  if (transport === 'webrtc') {
+    session.webrtcConnected = false;
+    session.connection = 'connecting';
+    session.retryAttempt = 0;
+    session.lastProblem = null;
+    connect();
+  } else {
+    Object.assign(session.hls, { status: 'idle', error: null, mediaRecoveries: 0 });
+    ensureHls();
+  }
+  render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// HLS
+
+let hlsLibrary = null;
+
+/** hls.js, loaded on first use (the server serves web-client/vendor/hls.min.js). */
+function loadHlsJs() {
+  if (window.Hls) return Promise.resolve(window.Hls);
+  hlsLibrary ??= new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = serverUrl('/hls.min.js');
+    script.addEventListener('load', () => (window.Hls ? resolve(window.Hls) : reject(new Error('/hls.min.js did not define Hls'))));
+    script.addEventListener('error', () => {
+      hlsLibrary = null;
+      script.remove();
+      reject(new Error('could not load the HLS player (/hls.min.js)'));
+    });
+    document.head.append(script);
+  });
+  return hlsLibrary;
+}
+
+function hlsUrl() {
+  const url = new URL(session.info?.hls?.url ?? `/hls/${encodeURIComponent(session.room)}/index.m3u8`, location.href);
+  if (session.token) url.searchParams.set('token', session.token);
+  return url.href;
+}
+
+/**
+ * Starts HLS playback if it should run and does not: on HLS, not already playing or loading,
+ * and the room status says the playlist exists (a request that 404s is logged as an error, so
+ * none is made before; a room status without `hls`, from an older server, is not waited for).
+ */
+function ensureHls() {
+  const hls = session.hls;
+  if (session.transport !== 'hls' || session.invalid) return;
+  if (hls.player || hls.status === 'loading' || hls.status === 'unsupported' || hls.retryTimer != null) return;
+  if (!session.info) return; // pollRoom calls again with the first answer
+  const live = session.info.hls ? Boolean(session.info.hls.live) : null;
+  if (hls.status === 'ended' && live !== true) return; // a new broadcast starts it again
+  if (live === false) {
+    hls.status = 'waiting';
+    render();
+    return;
+  }
+  loadHls();
+}
+
+async function loadHls() {
+  const hls = session.hls;
+  const generation = ++hls.generation;
+  const current = () => generation === hls.generation && session.transport === 'hls';
+  hls.status = 'loading';
+  hls.error = null;
+  session.timings.hls_requested ??= performance.now();
+  render();
+  const url = hlsUrl();
+  const video = ui.video;
+  if (window.ManagedMediaSource || window.MediaSource) {
+    let Hls;
+    try {
+      Hls = await loadHlsJs();
+    } catch (error) {
+      if (current()) hlsFailed(error.message);
+      return;
+    }
+    if (!current()) return;
+    if (Hls.isSupported()) {
+      // lowLatencyMode: parts and blocking playlist reloads (the server's LL-HLS); it plays
+      // PART-HOLD-BACK behind the live edge, as the playlist asks.
+      const instance = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+      hls.instance = instance;
+      hls.player = 'hls.js';
+      instance.on(Hls.Events.ERROR, (_event, data) => {
+        if (instance === hls.instance) onHlsJsError(Hls, data);
+      });
+      instance.on(Hls.Events.MANIFEST_PARSED, () => {
+        if (instance !== hls.instance) return;
+        hls.status = 'playing';
+        session.timings.hls_manifest ??= performance.now();
+        startPlayback();
+        render();
+      });
+      instance.loadSource(url);
+      instance.attachMedia(video);
+      return;
+    }
+  }
+  if (video.canPlayType(HLS_MIME)) {
+    hls.player = 'native';
+    video.addEventListener('loadedmetadata', () => {
+      if (!current() || hls.player !== 'native') return;
+      hls.status = 'playing';
+      session.timings.hls_manifest ??= performance.now();
+      render();
+    }, { once: true });
+    video.src = url;
+    startPlayback();
+    return;
+  }
+  hls.status = 'unsupported';
+  hls.error = 'This browser can play neither WebRTC nor HLS';
+  render();
+}
+
+function onHlsJsError(Hls, data) {
+  if (!data.fatal) return; // hls.js retries and recovers from these by itself
+  const hls = session.hls;
+  if (data.type === Hls.ErrorTypes.MEDIA_ERROR && hls.mediaRecoveries < HLS_MEDIA_RECOVERIES) {
+    hls.mediaRecoveries += 1;
+    console.warn(`roomcast: HLS media error (${data.details}); recovering`);
+    hls.instance.recoverMediaError();
+    return;
+  }
+  const code = data.response?.code || null;
+  if (code === 404) hlsFailed(null, { waiting: true });
+  else if (code === 401 || code === 403) hlsFailed('the server refused this page’s access to the HLS stream');
+  else hlsFailed(`${data.details}${code ? ` (HTTP ${code})` : ''}`);
+}
+
+function onNativeHlsError() {
+  if (session.transport !== 'hls' || session.hls.player !== 'native') return;
+  hlsFailed(`the browser could not play the HLS stream (${ui.video.error?.message || `media error ${ui.video.error?.code}`})`);
+}
+
+/** Stops the player and retries in HLS_RETRY_MS; `waiting`: the playlist is not there (yet). */
+function hlsFailed(reason, { waiting = false } = {}) {
+  const hls = session.hls;
+  stopHls();
+  hls.status = waiting ? 'waiting' : 'error';
+  hls.error = waiting ? null : reason;
+  if (reason) console.warn(`roomcast: HLS playback failed: ${reason}; retrying in ${HLS_RETRY_MS / 1000} s`);
+  hls.retryTimer = setTimeout(() => {
+    hls.retryTimer = null;
+    ensureHls();
+  }, HLS_RETRY_MS);
+  render();
+}
+
+/** The playlist ended (#EXT-X-ENDLIST) and the last frame was played. */
+function onMediaEnded() {
+  if (session.transport !== 'hls') return;
+  stopHls();
+  session.hls.status = 'ended';
+  session.timings.hls_ended ??= performance.now();
+  render();
+}
+
+function stopHls() {
+  const hls = session.hls;
+  hls.generation += 1;
+  clearTimeout(hls.retryTimer);
+  hls.retryTimer = null;
+  if (hls.instance) {
+    hls.instance.destroy();
+    hls.instance = null;
+  }
+  if (hls.player === 'native') {
+    ui.video.removeAttribute('src');
+    ui.video.load();
+  }
+  hls.player = null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delay behind live
+
+/** Over HLS: now minus the capture time (PROGRAM-DATE-TIME) of the frame on screen, or null. */
+function hlsDelayMs() {
+  const hls = session.hls;
+  if (session.transport !== 'hls' || !hls.player || ui.video.readyState < 2) return null;
+  let shown = null;
+  if (hls.instance) {
+    shown = hls.instance.playingDate?.getTime() ?? null;
+  } else {
+    const start = ui.video.getStartDate?.().getTime();
+    if (Number.isFinite(start)) shown = start + ui.video.currentTime * 1000;
+  }
+  if (!Number.isFinite(shown)) return null;
+  session.delay.source = 'program-date-time';
+  return Math.round(Date.now() - shown);
+}
+
+/**
+ * Over WebRTC: an estimate from the video's inbound-rtp stats since the previous sample
+ * (jitter buffer delay per frame + decode time per frame) plus half the selected candidate
+ * pair's round trip. What happens before the server sends (encoder, RTMP) is not in it.
+ */
+async function sampleWebRtcDelay() {
+  const pc = session.pc;
+  if (!pc || pc.connectionState !== 'connected' || session.delay.sampling) return;
+  session.delay.sampling = true;
+  try {
+    const report = await pc.getStats();
+    let inbound = null;
+    let pairId = null;
+    report.forEach((stats) => {
+      if (stats.type === 'inbound-rtp' && stats.kind === 'video') inbound = stats;
+      if (stats.type === 'transport' && stats.selectedCandidatePairId) pairId = stats.selectedCandidatePairId;
+    });
+    const rtt = pairId ? report.get(pairId)?.currentRoundTripTime ?? 0 : 0;
+    const previous = session.delay.previous?.id === inbound?.id ? session.delay.previous : null;
+    if (pc !== session.pc || !inbound?.jitterBufferEmittedCount) return;
+    session.delay.previous = inbound;
+    const delta = (key) => (inbound[key] ?? 0) - (previous?.[key] ?? 0);
+    const emitted = delta('jitterBufferEmittedCount');
+    const frames = delta('framesDecoded');
+    const jitter = emitted > 0 ? delta('jitterBufferDelay') / emitted : 0;
+    const decode = frames > 0 ? delta('totalDecodeTime') / frames : 0;
+    session.delay.ms = Math.round((jitter + decode + rtt / 2) * 1000);
+    session.delay.source = 'webrtc-stats';
+    renderTransport(pageState());
+  } catch {
+    // A closed connection between the check and getStats: the next tick tries again.
+  } finally {
+    session.delay.sampling = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Playback
 
 function startPlayback() {
@@ -378,7 +753,7 @@ function unmute() {
 function watchFrames() {
   const video = ui.video;
   const onFrame = () => {
-    if (!session.videoTrack || session.videoTrack.muted) return;
+    if (session.transport === 'webrtc' && (!session.videoTrack || session.videoTrack.muted)) return;
     const first = session.framesPresented === 0;
     session.framesPresented += 1;
     const wasStale = !hasPicture();
@@ -468,12 +843,14 @@ function onRoomInfo(info) {
   session.info = info;
   session.pollFailures = 0;
   if (info.live && !wasLive) retrySoon();
+  ensureHls();
   render();
 }
 
 /** Once a second: the elapsed time, and whether the picture went stale. */
 function tick() {
   session.sampleFrames?.();
+  if (session.transport === 'webrtc' && hasPicture()) sampleWebRtcDelay();
   render();
 }
 
@@ -483,18 +860,34 @@ function tick() {
 function pageState() {
   if (session.invalid) return 'invalid';
   if (hasPicture()) return 'playing';
+  if (session.transport === 'hls') {
+    const { status } = session.hls;
+    if (status === 'ended') return 'ended';
+    if (status === 'error' || status === 'unsupported') return 'error';
+    if (session.info && !session.info.live) return 'offline';
+    return status === 'loading' || status === 'idle' ? 'connecting' : 'waiting';
+  }
   if (session.info && !session.info.live) return 'offline';
   if (session.pc?.connectionState === 'connected') return session.info?.live ? 'waiting' : 'connecting';
   return session.connection === 'connecting' ? 'connecting' : 'reconnecting';
 }
 
+const HLS_NOT_LIVE_TEXT = 'Broadcast not live yet — retrying…';
+
 const STAGE_TEXT = {
   invalid: () => session.invalid,
-  offline: () => OFFLINE_TEXT,
-  connecting: () => 'Connecting…',
+  offline: () => (session.transport === 'hls' ? HLS_NOT_LIVE_TEXT : OFFLINE_TEXT),
+  connecting: () => (session.transport === 'hls' ? 'Loading the HLS stream…' : 'Connecting…'),
   reconnecting: () => 'Reconnecting…',
-  waiting: () => (session.framesPresented > 0 ? 'Waiting for the picture from the host…' : 'The broadcast is starting…'),
+  waiting: () => {
+    if (session.transport === 'hls' && session.hls.status === 'waiting') return HLS_NOT_LIVE_TEXT;
+    return session.framesPresented > 0 && session.transport === 'webrtc'
+      ? 'Waiting for the picture from the host…' : 'The broadcast is starting…';
+  },
   playing: () => '',
+  ended: () => 'Broadcast ended.',
+  error: () => (session.hls.status === 'unsupported'
+    ? `${session.hls.error}.` : `HLS playback failed: ${session.hls.error} — retrying…`),
 };
 
 function render() {
@@ -510,6 +903,7 @@ function render() {
   renderStatus(state);
   renderRoomInfo();
   renderAudio(state);
+  renderTransport(state);
 
   const error = session.refused ?? null;
   ui.pageError.hidden = !error;
@@ -522,6 +916,12 @@ function renderStatus(state) {
   if (state === 'invalid') {
     tone = 'bad';
     text = 'No broadcast';
+  } else if (session.transport === 'hls') {
+    [tone, text] = session.pollFailures >= 2 && state !== 'playing' ? ['bad', 'Cannot reach the server — retrying…']
+      : state === 'playing' ? ['ok', 'Connected']
+        : state === 'ended' ? ['idle', 'Broadcast ended']
+          : state === 'error' ? ['bad', session.hls.status === 'unsupported' ? 'Cannot play here' : 'HLS error — retrying…']
+            : ['pending', state === 'connecting' ? 'Connecting…' : 'Waiting for the broadcast…'];
   } else if (session.pollFailures >= 2 && session.connection !== 'connected') {
     tone = 'bad';
     text = 'Cannot reach the server — retrying…';
@@ -539,7 +939,7 @@ function renderStatus(state) {
     text = 'Connecting…';
   }
   ui.status.dataset.tone = tone;
-  ui.status.title = session.lastProblem ?? '';
+  ui.status.title = (session.transport === 'hls' ? session.hls.error : session.lastProblem) ?? '';
   setText(ui.statusText, text);
 }
 
@@ -593,9 +993,41 @@ function renderAudio(state) {
   ui.fullscreenButton.disabled = state === 'invalid';
 }
 
+function renderTransport(state) {
+  const hls = session.transport === 'hls';
+  for (const button of ui.transportButtons) {
+    button.setAttribute('aria-pressed', String(button.dataset.transport === session.transport));
+    button.disabled = state === 'invalid';
+  }
+  setText(ui.transportName, hls ? (session.hls.player === 'native' ? 'HLS (native)' : 'HLS') : 'WebRTC');
+  ui.transportName.title = hls
+    ? (session.hls.player === 'hls.js' ? 'HLS over HTTP, played by hls.js in low-latency mode' : 'HLS over HTTP')
+    : 'WebRTC (WHEP)';
+
+  if (hls) session.delay.ms = state === 'playing' ? hlsDelayMs() : null;
+  const ms = state === 'playing' ? session.delay.ms : null;
+  setText(ui.delay, ms == null ? '—' : formatDelay(ms, { estimate: !hls }));
+  ui.delay.title = hls
+    ? 'Now minus the time the picture on screen was captured (the playlist’s PROGRAM-DATE-TIME)'
+    : 'Estimated from WebRTC statistics: network and jitter buffer; the encoder’s own delay is not included';
+
+  const note = hls && session.fallbackReason
+    ? `Playing over HLS, a second or two behind, because ${session.fallbackReason}. Press “WebRTC” to try it again.`
+    : '';
+  ui.transportNote.hidden = !note;
+  setText(ui.transportNote, note);
+}
+
 /** Writes text only when it changed, so screen readers do not hear the same status again. */
 function setText(element, text) {
   if (element.textContent !== text) element.textContent = text;
+}
+
+/** "1.2 s behind live"; an estimate under a second in tens of ms: "≈ 40 ms behind live". */
+function formatDelay(ms, { estimate = false } = {}) {
+  const value = Math.max(0, ms);
+  const text = estimate && value < 1000 ? `${Math.max(10, Math.round(value / 10) * 10)} ms` : `${(value / 1000).toFixed(1)} s`;
+  return `${estimate ? '≈ ' : ''}${text} behind live`;
 }
 
 function formatDuration(total) {

@@ -24,6 +24,7 @@ thread_local! {
             announced_addr: "127.0.0.1:5000".parse().unwrap(),
             max_participants_per_room: 10,
             room_budget: Arc::new(roomcast_sfu::RoomBudget::new(10)),
+            stage_tap: None,
         };
         let mut router = Router::new(config, cert, Arc::new(WorkerMetrics::default()));
         join_one_participant(&mut router);

@@ -6,5 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod aac;
+pub mod depacketize;
 pub mod flv;
+pub mod fmp4;
 pub mod h264;
+pub mod hls;

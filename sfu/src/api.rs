@@ -229,6 +229,16 @@ pub enum Command {
         muted: bool,
         reply: oneshot::Sender<Result<Vec<TrackId>, SfuError>>,
     },
+    /// Put `participant` on `room`'s stage (the media packaged for HLS and replays), or go back
+    /// to the default (the host) with `None`. Replies with the stage now in effect.
+    SetStage {
+        room: String,
+        participant: Option<ParticipantId>,
+        reply: oneshot::Sender<Result<Option<ParticipantId>, SfuError>>,
+    },
+    /// Ask the stage's publisher for a keyframe (the HLS packager cuts segments on them; WebRTC
+    /// encoders send one only when asked). Throttled like any keyframe request.
+    RequestStageKeyframe { participant: ParticipantId },
     /// Stop the worker after removing every participant with [`LeaveReason::ServerShutdown`].
     Shutdown,
 }
@@ -254,6 +264,10 @@ pub enum SessionEvent {
         participant: ParticipantId,
         track: TrackId,
         muted: bool,
+    },
+    /// The room's stage (what HLS viewers and replays see) is now `participant`.
+    StageChanged {
+        participant: Option<ParticipantId>,
     },
     /// A server offer to pass to the client; answer with [`Command::Answer`].
     Offer {

@@ -29,6 +29,7 @@ pub mod core;
 pub mod metrics;
 mod peer;
 pub mod router;
+pub mod stage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod worker;
@@ -59,6 +60,8 @@ pub struct SfuConfig {
     pub max_participants_per_room: usize,
     /// Rooms on this node, all workers together; the join that would open one more fails.
     pub max_rooms: usize,
+    /// Where every worker reports room stages and copies stage packets (the HLS packager).
+    pub stage_tap: Option<stage::StageTap>,
 }
 
 /// A running SFU: the workers and the way to reach them. Cheap to share behind an `Arc`.
@@ -84,6 +87,14 @@ impl WorkerHandle {
         self.commands
             .send(command)
             .await
+            .map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// Queue a command unless the worker's queue is full (for periodic requests that the next
+    /// period repeats anyway).
+    pub fn try_send(&self, command: Command) -> Result<(), SfuError> {
+        self.commands
+            .try_send(command)
             .map_err(|_| SfuError::WorkerGone)
     }
 
@@ -147,6 +158,7 @@ impl Sfu {
                 announced_addr: SocketAddr::new(announce_ip, local_addr.port()),
                 max_participants_per_room: config.max_participants_per_room,
                 room_budget: room_budget.clone(),
+                stage_tap: config.stage_tap.clone(),
             };
             // One DTLS certificate per worker: generating one per peer costs a key pair on
             // every join. Browsers pin the fingerprint per connection, not per server.

@@ -52,6 +52,8 @@ pub(crate) struct Peer {
     /// Set when the peer must be removed; removal happens between packets, never during a
     /// fan-out, so producer and consumer lists stay stable while they are walked.
     pub removal: Option<LeaveReason>,
+    /// This peer is its room's stage: the router copies its packets to the stage tap.
+    pub on_stage: bool,
 }
 
 pub(crate) struct Producer {
@@ -158,6 +160,7 @@ impl Peer {
             media_connected: false,
             last_heard: None,
             removal: None,
+            on_stage: false,
         }
     }
 

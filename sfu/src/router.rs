@@ -48,6 +48,7 @@ use crate::metrics::WorkerMetrics;
 use crate::peer::{
     Consumer, ConsumerRef, ConsumerState, HostSlot, IngestTrack, Peer, PeerIndex, Producer,
 };
+use crate::stage::{StageChange, StageCodec, StageRtp, StageSource, StageTap};
 
 /// Where the router's outgoing datagrams go: the worker's UDP socket, or a test's queue.
 pub trait Transmit {
@@ -62,6 +63,8 @@ pub struct RouterConfig {
     pub max_participants_per_room: usize,
     /// The node's room limit, shared by every worker.
     pub room_budget: Arc<RoomBudget>,
+    /// Where stage changes and stage packets go (see [`crate::stage`]); `None`: no packager.
+    pub stage_tap: Option<StageTap>,
 }
 
 /// How many rooms the node may still open: one counter shared by all workers (a room opens on
@@ -126,6 +129,8 @@ pub struct Router {
     by_participant: HashMap<ParticipantId, PeerIndex>,
     by_addr: HashMap<SocketAddr, PeerIndex>,
     rooms: HashMap<String, Vec<PeerIndex>>,
+    /// Each room's stage (see [`crate::stage`]), for rooms that had one or chose one.
+    stages: HashMap<String, RoomStage>,
     timers: BinaryHeap<Reverse<(Instant, PeerIndex)>>,
     queues: Queues,
     next_track: u64,
@@ -136,6 +141,13 @@ pub struct Router {
     /// decoders take the profile from the SPS), and Opus.
     ingest_h264: PayloadParams,
     ingest_opus: PayloadParams,
+}
+
+/// A room's stage: the member an admin chose, and the member currently reported.
+struct RoomStage {
+    room: Arc<str>,
+    chosen: Option<ParticipantId>,
+    current: Option<ParticipantId>,
 }
 
 /// What [`drain`] saw and the router acts on after the drain.
@@ -174,6 +186,7 @@ impl Router {
             by_participant: HashMap::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
+            stages: HashMap::new(),
             timers: BinaryHeap::new(),
             queues: Queues::default(),
             next_track: 1,
@@ -420,6 +433,31 @@ impl Router {
             } => {
                 let result = self.set_muted(now, &room, participant, track, muted, out);
                 let _ = reply.send(result);
+            }
+            Command::SetStage {
+                room,
+                participant,
+                reply,
+            } => {
+                let _ = reply.send(self.set_stage(&room, participant));
+            }
+            Command::RequestStageKeyframe { participant } => {
+                let Some(&index) = self.by_participant.get(&participant) else {
+                    return;
+                };
+                let video: Vec<TrackId> = self.peers[index]
+                    .as_ref()
+                    .map(|p| {
+                        p.producers
+                            .iter()
+                            .filter(|p| p.kind == MediaKind::Video)
+                            .map(|p| p.track)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for track in video {
+                    self.request_keyframe(now, index, track, out);
+                }
             }
             Command::Shutdown => {
                 for index in 0..self.peers.len() {
@@ -750,6 +788,25 @@ impl Router {
         };
         let producer = &mut publisher.producers[producer_index];
         let kind = producer.kind;
+        if publisher.on_stage
+            && !producer.muted
+            && let Some(tap) = &self.config.stage_tap
+        {
+            tap.packet(StageRtp {
+                participant: publisher.id,
+                kind,
+                codec: match params.spec().codec {
+                    Codec::H264 => StageCodec::H264,
+                    Codec::Opus => StageCodec::Opus,
+                    _ => StageCodec::Other,
+                },
+                seq: *packet.seq_no as u16,
+                rtp_timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                arrival: packet.timestamp,
+                payload: packet.payload.clone(),
+            });
+        }
         let starts = match kind {
             MediaKind::Audio => true,
             MediaKind::Video => {
@@ -1033,7 +1090,114 @@ impl Router {
                 Subscription::Nothing => {}
             }
         }
+        let room = peer_room(&self.peers, index);
+        self.update_stage(&room);
         self.update_gauges();
+    }
+
+    /// An admin's choice of stage for `room` (`None`: back to the host).
+    fn set_stage(
+        &mut self,
+        room: &str,
+        participant: Option<ParticipantId>,
+    ) -> Result<Option<ParticipantId>, SfuError> {
+        if let Some(participant) = participant {
+            let in_room = self
+                .by_participant
+                .get(&participant)
+                .and_then(|&i| self.peers[i].as_ref())
+                .is_some_and(|p| p.room == room && p.subscription != Subscription::Host);
+            if !in_room {
+                return Err(SfuError::UnknownParticipant(participant));
+            }
+        }
+        self.stages
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomStage {
+                room: Arc::from(room),
+                chosen: None,
+                current: None,
+            })
+            .chosen = participant;
+        self.update_stage(room);
+        Ok(self.stages.get(room).and_then(|s| s.current))
+    }
+
+    /// The member on `room`'s stage: the admin's choice while it publishes, else the host (the
+    /// first member, in join order, that publishes).
+    fn effective_stage(&self, room: &str) -> Option<PeerIndex> {
+        let members = self.rooms.get(room)?;
+        let eligible = |index: PeerIndex| {
+            self.peers[index].as_ref().is_some_and(|p| {
+                p.removal.is_none()
+                    && p.subscription != Subscription::Host
+                    && !p.producers.is_empty()
+            })
+        };
+        let chosen = self.stages.get(room).and_then(|s| s.chosen);
+        let chosen = chosen.and_then(|id| {
+            members
+                .iter()
+                .copied()
+                .find(|&m| eligible(m) && self.peers[m].as_ref().is_some_and(|p| p.id == id))
+        });
+        chosen.or_else(|| members.iter().copied().find(|&m| eligible(m)))
+    }
+
+    /// Recompute `room`'s stage; on a change, tell the stage tap and the room's members.
+    /// Called after every change that can move it (publish, leave, an admin's choice).
+    fn update_stage(&mut self, room: &str) {
+        let new = self.effective_stage(room);
+        let new_id = new.and_then(|i| self.peers[i].as_ref()).map(|p| p.id);
+        let current = self.stages.get(room).and_then(|s| s.current);
+        if current == new_id {
+            if new.is_none() && !self.rooms.contains_key(room) {
+                self.stages.remove(room);
+            }
+            return;
+        }
+        if let Some(old) = current.and_then(|id| self.by_participant.get(&id).copied())
+            && let Some(peer) = self.peers[old].as_mut()
+        {
+            peer.on_stage = false;
+        }
+        let source = new.and_then(|i| self.peers[i].as_mut()).map(|peer| {
+            peer.on_stage = peer.rtc.is_some();
+            peer.span.in_scope(|| info!("on stage"));
+            StageSource {
+                participant: peer.id,
+                name: peer.name.clone(),
+                ingest: peer.rtc.is_none(),
+            }
+        });
+        let stage = self
+            .stages
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomStage {
+                room: Arc::from(room),
+                chosen: None,
+                current: None,
+            });
+        stage.current = new_id;
+        let room_name = stage.room.clone();
+        if let Some(tap) = &self.config.stage_tap {
+            tap.change(StageChange {
+                room: room_name,
+                stage: source,
+            });
+        }
+        for &member in self.rooms.get(room).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(other) = self.peers[member].as_mut()
+                && other.subscription == Subscription::AllTracks
+            {
+                other.notify(SessionEvent::StageChanged {
+                    participant: new_id,
+                });
+            }
+        }
+        if new.is_none() && !self.rooms.contains_key(room) {
+            self.stages.remove(room);
+        }
     }
 
     /// The room's host track of `kind`: the first producer of that kind, in join order, of a
@@ -1388,6 +1552,11 @@ impl Router {
             }
         }
         self.by_participant.remove(&peer.id);
+        if let Some(stage) = self.stages.get_mut(&peer.room)
+            && stage.chosen == Some(peer.id)
+        {
+            stage.chosen = None;
+        }
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|&m| m != index);
             if members.is_empty() {
@@ -1417,6 +1586,7 @@ impl Router {
         for follower in followers {
             self.bind_host_slots(follower);
         }
+        self.update_stage(&peer.room);
         // Peers that became unable to take events during the notifications go next.
         for (i, other) in self.peers.iter().enumerate() {
             if other.as_ref().is_some_and(|p| p.removal.is_some())
@@ -1512,6 +1682,14 @@ impl Router {
 /// and each forwarded m-line lists every configured codec, so fewer codecs make smaller offers
 /// that browsers apply faster. Publishers send the first one they share with this list: VP8
 /// for room members, H.264 with `h264_first` (broadcast publishers).
+/// The room of the peer at `index` (empty if the slot is free).
+fn peer_room(peers: &[Option<Peer>], index: PeerIndex) -> String {
+    peers[index]
+        .as_ref()
+        .map(|p| p.room.clone())
+        .unwrap_or_default()
+}
+
 fn server_codecs(config: RtcConfig, h264_first: bool) -> RtcConfig {
     let config = config.clear_codecs().enable_opus(true, false);
     if h264_first {

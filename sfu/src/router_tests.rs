@@ -372,3 +372,76 @@ fn admins_kick_and_mute() {
     );
     let _ = a;
 }
+
+#[test]
+fn the_first_publisher_is_on_stage_and_only_its_packets_are_tapped() {
+    let mut world = World::default();
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.run_for(Duration::from_secs(1));
+    let (a, b) = (world.clients[0].id, world.clients[1].id);
+    let changes = world.stage_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let stage = changes[0].stage.as_ref().expect("a stage");
+    assert_eq!(
+        (&*changes[0].room, stage.participant, stage.ingest),
+        ("room", a, false)
+    );
+    let packets = world.stage_packets();
+    assert!(packets.len() > 50, "{} packets tapped", packets.len());
+    assert!(packets.iter().all(|p| p.participant == a));
+    assert!(packets.iter().any(|p| p.kind == MediaKind::Video));
+    assert!(packets.iter().any(|p| p.kind == MediaKind::Audio));
+    assert_eq!(world.clients[1].stage_events, vec![Some(a)]);
+
+    // An admin's choice moves the stage; an unknown participant is refused.
+    let chosen = world.command(|reply| Command::SetStage {
+        room: "room".into(),
+        participant: Some(b),
+        reply,
+    });
+    assert_eq!(chosen, Ok(Some(b)));
+    assert!(matches!(
+        world.command(|reply| Command::SetStage {
+            room: "room".into(),
+            participant: Some(ParticipantId(999)),
+            reply,
+        }),
+        Err(SfuError::UnknownParticipant(_))
+    ));
+    world.run_for(Duration::from_millis(500));
+    let changes = world.stage_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].stage.as_ref().map(|s| s.participant), Some(b));
+    let packets = world.stage_packets();
+    assert!(!packets.is_empty());
+    assert!(packets.iter().all(|p| p.participant == b));
+
+    // The chosen stage leaves: back to the host; the host leaves: nobody.
+    world.leave(1);
+    world.run_for(Duration::from_millis(200));
+    let changes = world.stage_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].stage.as_ref().map(|s| s.participant), Some(a));
+    world.leave(0);
+    world.run_for(Duration::from_millis(200));
+    let changes = world.stage_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].stage, None);
+    world.stage_packets();
+    world.run_for(Duration::from_millis(200));
+    assert!(world.stage_packets().is_empty());
+}
+
+#[test]
+fn an_ingest_host_on_stage_is_reported_but_never_tapped() {
+    let mut world = World::default();
+    let mut host = world.join_ingest("live", "obs").unwrap();
+    world.join_subscriber("live", "viewer").unwrap();
+    world.run_with_ingest(&mut host, Duration::from_secs(1), 30);
+    let changes = world.stage_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let stage = changes[0].stage.as_ref().expect("a stage");
+    assert_eq!((stage.participant, stage.ingest), (host.id, true));
+    assert!(world.stage_packets().is_empty());
+}

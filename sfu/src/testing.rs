@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::metrics::WorkerMetrics;
 use crate::router::{Router, RouterConfig, Transmit};
+use crate::stage::{StageChange, StageReceiver, StageRtp, StageTap};
 
 const SERVER: &str = "10.0.0.1:5000";
 
@@ -57,6 +58,8 @@ pub struct Client {
     pub video_frame_bytes: usize,
     /// Server offers received (a host follower must never get one).
     pub offers: u64,
+    /// Every `StageChanged` event received, in order.
+    pub stage_events: Vec<Option<ParticipantId>>,
 }
 
 /// The publisher id under which a host follower's frames are counted.
@@ -67,6 +70,8 @@ pub struct World {
     pub router: Router,
     pub clients: Vec<Client>,
     pub to_clients: Outbox,
+    /// What the router told the (absent) HLS packager about stages.
+    pub stage: StageReceiver,
 }
 
 impl Default for World {
@@ -86,11 +91,13 @@ impl World {
             .dtls_provider
             .generate_certificate()
             .unwrap();
+        let (stage_tap, stage) = StageTap::channel(4096);
         let router = Router::new(
             RouterConfig {
                 announced_addr: SERVER.parse().unwrap(),
                 max_participants_per_room,
                 room_budget: Arc::new(crate::router::RoomBudget::new(max_rooms)),
+                stage_tap: Some(stage_tap),
             },
             cert,
             Arc::new(WorkerMetrics::default()),
@@ -100,7 +107,18 @@ impl World {
             router,
             clients: Vec::new(),
             to_clients: Outbox::default(),
+            stage,
         }
+    }
+
+    /// Stage changes reported since the last call.
+    pub fn stage_changes(&mut self) -> Vec<StageChange> {
+        std::iter::from_fn(|| self.stage.changes.try_recv().ok()).collect()
+    }
+
+    /// Stage packets copied since the last call.
+    pub fn stage_packets(&mut self) -> Vec<StageRtp> {
+        std::iter::from_fn(|| self.stage.packets.try_recv().ok()).collect()
     }
 
     pub fn command<T>(
@@ -292,6 +310,7 @@ impl World {
             frame_count: 0,
             video_frame_bytes: 3000,
             offers: 0,
+            stage_events: Vec::new(),
         });
         Ok(self.clients.len() - 1)
     }
@@ -366,6 +385,9 @@ impl World {
                     }
                     SessionEvent::ParticipantLeft { participant, .. } => {
                         self.clients[i].left.push(participant)
+                    }
+                    SessionEvent::StageChanged { participant } => {
+                        self.clients[i].stage_events.push(participant)
                     }
                     _ => {}
                 }

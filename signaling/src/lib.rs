@@ -18,9 +18,11 @@
 
 pub mod admin;
 pub mod broadcast;
+pub mod hls;
 pub mod limits;
 pub mod process;
 pub mod protocol;
+pub mod replay;
 pub mod rtmp;
 mod session;
 pub mod whip;
@@ -69,6 +71,9 @@ pub struct AppState {
     /// Outside dev mode, let clients without a token watch (join receive-only, WHEP): set
     /// after [`AppState::new`] from `--anonymous-viewers`.
     pub anonymous_viewers: bool,
+    /// HLS packaging and replays ([`hls`]); replaced after [`AppState::new`] from the
+    /// configuration (the default keeps no replays).
+    pub hls: Arc<hls::Hls>,
 }
 
 impl AppState {
@@ -91,6 +96,10 @@ impl AppState {
             limits: limits::Limits::default(),
             limit_state: limits::LimitState::default(),
             anonymous_viewers: false,
+            hls: Arc::new(
+                hls::Hls::new(hls::HlsSettings::default())
+                    .expect("without a replay directory there is nothing to open"),
+            ),
         }
     }
 
@@ -208,7 +217,16 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .patch(whip::patch_session)
                 .options(preflight),
         )
+        .route("/api/rooms", get(directory).options(preflight))
         .route("/api/rooms/{room}", get(room_status).options(preflight))
+        .route(
+            "/hls/{room}/index.m3u8",
+            get(hls::live_playlist).options(preflight),
+        )
+        .route(
+            "/hls/{room}/{broadcast}/{file}",
+            get(hls::media).options(preflight),
+        )
         .layer(DefaultBodyLimit::max(whip::MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(allow_any_origin));
     Router::new()
@@ -231,6 +249,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/watch.js",
             get(|| async { asset("text/javascript; charset=utf-8", WATCH_JS) }),
+        )
+        .route(
+            "/hls.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", HLS_JS) }),
         )
         // `any`: over HTTP/2 (HTTPS with ALPN h2) browsers open WebSockets with an extended
         // CONNECT (RFC 8441), not a GET.
@@ -304,24 +326,65 @@ async fn room_status(State(state): State<Arc<AppState>>, Path(room): Path<String
         Ok(()) => response.await.ok().flatten(),
         Err(_) => None,
     };
-    let broadcast = state.broadcasts.get(&room);
-    let host = info.as_ref().and_then(|i| i.host.as_ref()).map(|host| {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(room_json(&state, &room, info.as_ref())),
+    )
+        .into_response()
+}
+
+/// A room as the viewer pages and the directory see it.
+fn room_json(
+    state: &AppState,
+    room: &str,
+    info: Option<&roomcast_sfu::RoomInfo>,
+) -> serde_json::Value {
+    let broadcast = state.broadcasts.get(room);
+    let host = info.and_then(|i| i.host.as_ref()).map(|host| {
         let source = match &broadcast {
             Some(b) if b.participant == host.id => serde_json::json!(b.source),
             _ => serde_json::json!("webrtc"),
         };
         serde_json::json!({ "name": host.name, "source": source })
     });
-    let body = serde_json::json!({
+    let hls = state.hls.broadcast(room).filter(|b| b.is_live());
+    serde_json::json!({
         "room": room,
         "live": host.is_some(),
         "host": host,
-        "viewers": info.as_ref().map_or(0, |i| i.viewers),
-        "participants": info.as_ref().map_or(0, |i| i.participants),
+        "viewers": info.map_or(0, |i| i.viewers),
+        "participants": info.map_or(0, |i| i.participants),
         "started_at": broadcast
             .as_ref()
-            .map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string()),
+            .map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string())
+            .or_else(|| hls.as_ref().map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string())),
         "warnings": broadcast.map(|b| b.warnings).unwrap_or_default(),
+        "hls": {
+            "live": hls.is_some(),
+            "url": format!("/hls/{room}/index.m3u8"),
+        },
+    })
+}
+
+/// `GET /api/rooms`: the directory: live rooms and finished broadcasts with their replays.
+async fn directory(State(state): State<Arc<AppState>>) -> Response {
+    let mut rooms = Vec::new();
+    for worker in state.sfu.workers() {
+        let (reply, response) = tokio::sync::oneshot::channel();
+        if worker.send(Command::ListRooms { reply }).await.is_ok()
+            && let Ok(list) = response.await
+        {
+            rooms.extend(list);
+        }
+    }
+    rooms.sort_by(|a, b| a.0.cmp(&b.0));
+    let rooms: Vec<_> = rooms
+        .iter()
+        .map(|(name, info)| room_json(&state, name, Some(info)))
+        .collect();
+    let body = serde_json::json!({
+        "rooms": rooms,
+        "replays": hls::replays_json(&state.hls),
     });
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -335,6 +398,9 @@ const ROOM_JS: &str = include_str!("../../web-client/room.js");
 const STYLE_CSS: &str = include_str!("../../web-client/style.css");
 const WATCH_HTML: &str = include_str!("../../web-client/watch.html");
 const WATCH_JS: &str = include_str!("../../web-client/watch.js");
+/// hls.js from npm, vendored by `scripts/vendor-hlsjs.sh` (Apache-2.0, see
+/// `web-client/vendor/hls.js-LICENSE`) so the server needs no npm at run time.
+const HLS_JS: &str = include_str!("../../web-client/vendor/hls.min.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -391,6 +457,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.sfu.render_metrics();
     text.push_str(&state.metrics.render());
     text.push_str(&state.limit_state.render());
+    text.push_str(&state.hls.render_metrics());
     text.push_str(
         &state
             .broadcasts

@@ -54,6 +54,11 @@ pub enum ClientMessage {
         track_id: Option<TrackId>,
         muted: bool,
     },
+    /// Admin grant: put `participant_id` on the room's stage (what HLS viewers and replays
+    /// see), or return to the default (the host) with `null`. Everyone gets `stage_changed`.
+    SetStage {
+        participant_id: Option<ParticipantId>,
+    },
 }
 
 /// Messages the server sends.
@@ -103,6 +108,11 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         track_id: TrackId,
         muted: bool,
+    },
+    /// The room's stage (packaged for HLS and replays) is now `participant_id` (`null`: nobody
+    /// publishes).
+    StageChanged {
+        participant_id: Option<ParticipantId>,
     },
     /// This participant is out of the room: the answer to `leave`, or the server removed it
     /// (`reason` says why). The server closes the socket right after.

@@ -15,6 +15,9 @@
 //! - Timestamps: FLV DTS + composition offset = PTS, ×90 for the video RTP clock; audio PTS
 //!   ×48. Both tracks' capture times come from one anchor (the first tag's arrival minus its
 //!   timestamp), so receivers line audio and video up from the sender reports.
+//! - HLS ([`crate::hls`]) gets the original H.264 access units and AAC frames (no second
+//!   transcode); AAC timestamps are counted in 1024-sample frames, since FLV's milliseconds
+//!   are too coarse for gapless audio.
 //! - B-frames (a non-zero composition offset) break WebRTC playback order: the stream keeps
 //!   flowing unless `refuse_bframes` is set, and the warning appears in the log, `/metrics`
 //!   and `/api/rooms/<room>`.
@@ -28,13 +31,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use roomcast_media::aac::{AacToOpus, AudioSpecificConfig, OpusPacket};
+use roomcast_media::depacketize::sps_dimensions;
 use roomcast_media::flv::{self, AudioTag, VideoTag};
 use roomcast_media::h264::{AvcConfig, H264Packetizer};
+use roomcast_media::hls::{AudioTrack, Sample, TrackKind, Tracks, VideoTrack};
 use roomcast_sfu::{
     Command, IngestFrame, LeaveReason, MediaKind, ParticipantId, SessionEvent, Subscription,
     TrackId, WorkerHandle,
@@ -137,6 +143,77 @@ struct Publisher {
     bframes_seen: u64,
     waiting_for_keyframe: bool,
     opus_out: Vec<OpusPacket>,
+    hls: HlsFeed,
+}
+
+/// What the RTMP edge hands the HLS packager: the stream's codec parameters and its original
+/// access units and AAC frames.
+#[derive(Default)]
+struct HlsFeed {
+    tracks: Tracks,
+    /// The broadcast the tracks were last announced to (a new one needs them again).
+    announced_to: Option<String>,
+    /// AAC frames since `base_ms`: exact 1024-sample steps.
+    aac_clock: Option<AacClock>,
+}
+
+struct AacClock {
+    base_ms: u64,
+    frames: u64,
+    sample_rate: u64,
+}
+
+/// An FLV timestamp further than this from the counted AAC clock restarts the count (a gap in
+/// the encoder's audio, or a timestamp jump).
+const AAC_RESYNC_MS: u64 = 100;
+
+impl AacClock {
+    /// The decode time (in samples) of the AAC frame stamped `timestamp_ms`.
+    fn next(&mut self, timestamp_ms: u64) -> u64 {
+        let counted_ms = self.base_ms + self.frames * 1024 * 1000 / self.sample_rate;
+        if counted_ms.abs_diff(timestamp_ms) > AAC_RESYNC_MS {
+            self.base_ms = timestamp_ms;
+            self.frames = 0;
+        }
+        let dts = self.base_ms * self.sample_rate / 1000 + self.frames * 1024;
+        self.frames += 1;
+        dts
+    }
+}
+
+impl HlsFeed {
+    /// Give the room's broadcast one sample, announcing the tracks first when it has not seen
+    /// them.
+    fn send(
+        &mut self,
+        state: &AppState,
+        room: &str,
+        participant: ParticipantId,
+        sample: Sample,
+        capture: Instant,
+    ) {
+        let Some(broadcast) = state.hls.live_id(room) else {
+            return; // not (yet) on stage
+        };
+        if self.announced_to.as_deref() != Some(broadcast.as_str()) {
+            state
+                .hls
+                .ingest_tracks(room, participant, self.tracks.clone());
+            self.announced_to = Some(broadcast);
+        }
+        let now = Instant::now();
+        let wall_clock = SystemTime::now()
+            .checked_sub(now.saturating_duration_since(capture))
+            .unwrap_or_else(SystemTime::now);
+        state
+            .hls
+            .ingest_sample(room, participant, sample, wall_clock);
+    }
+
+    /// New codec parameters: announce them again.
+    fn tracks_changed(&mut self) {
+        self.announced_to = None;
+    }
 }
 
 enum AudioState {
@@ -429,6 +506,7 @@ impl Connection {
             bframes_seen: 0,
             waiting_for_keyframe: true,
             opus_out: Vec::new(),
+            hls: HlsFeed::default(),
         });
         Ok(())
     }
@@ -467,6 +545,18 @@ impl Connection {
                     level = config.level_idc(),
                     "H.264 configuration received"
                 );
+                publisher.hls.tracks.video = config.sps().first().and_then(|sps| {
+                    let (width, height) = sps_dimensions(sps)?;
+                    Some(VideoTrack {
+                        avc_config: record.to_vec(),
+                        width,
+                        height,
+                    })
+                });
+                if publisher.hls.tracks.video.is_none() {
+                    warn!(room = %publisher.room, "the H.264 SPS gives no picture size: HLS carries no video");
+                }
+                publisher.hls.tracks_changed();
                 publisher.avc = Some(config);
             }
             VideoTag::AvcNalus {
@@ -511,10 +601,34 @@ impl Connection {
                     return Ok(());
                 }
                 let pts_ms = i64::from(timestamp_ms) + i64::from(composition_time_ms);
+                let access_unit = publisher
+                    .hls
+                    .tracks
+                    .video
+                    .is_some()
+                    .then(|| avcc_with_4_byte_lengths(config, data))
+                    .flatten();
+                let capture_time = publisher.capture_time(pts_ms);
+                if let Some(access_unit) = access_unit {
+                    let sample = Sample {
+                        kind: TrackKind::Video,
+                        dts: u64::from(timestamp_ms) * 90,
+                        cts_offset: composition_time_ms * 90,
+                        keyframe: info.keyframe,
+                        data: access_unit,
+                    };
+                    publisher.hls.send(
+                        &state,
+                        &publisher.room,
+                        publisher.participant,
+                        sample,
+                        capture_time,
+                    );
+                }
                 let frame = IngestFrame {
                     source_id: publisher.source_id,
                     rtp_timestamp: (pts_ms as u32).wrapping_mul(90),
-                    capture_time: publisher.capture_time(pts_ms),
+                    capture_time,
                     keyframe: info.keyframe,
                     payloads,
                 };
@@ -561,6 +675,19 @@ impl Connection {
         };
         match tag {
             AudioTag::AacSequenceHeader(bytes) => {
+                if let Ok(config) = AudioSpecificConfig::parse(bytes) {
+                    publisher.hls.tracks.audio = Some(AudioTrack::Aac {
+                        config: bytes.to_vec(),
+                        sample_rate: config.sample_rate,
+                        channels: u16::from(config.channels),
+                    });
+                    publisher.hls.aac_clock = Some(AacClock {
+                        base_ms: u64::from(timestamp_ms),
+                        frames: 0,
+                        sample_rate: u64::from(config.sample_rate),
+                    });
+                    publisher.hls.tracks_changed();
+                }
                 let transcoder = AudioSpecificConfig::parse(bytes).and_then(|config| {
                     info!(
                         sample_rate = config.sample_rate,
@@ -577,6 +704,23 @@ impl Connection {
                 }
             }
             AudioTag::AacRaw(frame) => {
+                if let Some(clock) = publisher.hls.aac_clock.as_mut() {
+                    let sample = Sample {
+                        kind: TrackKind::Audio,
+                        dts: clock.next(u64::from(timestamp_ms)),
+                        cts_offset: 0,
+                        keyframe: true,
+                        data: Bytes::copy_from_slice(frame),
+                    };
+                    let capture_time = publisher.capture_time(i64::from(timestamp_ms));
+                    publisher.hls.send(
+                        &state,
+                        &publisher.room,
+                        publisher.participant,
+                        sample,
+                        capture_time,
+                    );
+                }
                 let AudioState::Transcoding(transcoder) = &mut publisher.audio else {
                     return Ok(());
                 };
@@ -641,6 +785,20 @@ impl Publisher {
                 .unwrap_or(anchor_at)
         }
     }
+}
+
+/// An FLV access unit as fMP4 wants it: NAL units with 4-byte lengths (FLV allows 1, 2 or 4).
+fn avcc_with_4_byte_lengths(config: &AvcConfig, access_unit: &[u8]) -> Option<Bytes> {
+    if config.nal_length_size().bytes() == 4 {
+        return Some(Bytes::copy_from_slice(access_unit));
+    }
+    let mut out = Vec::with_capacity(access_unit.len() + 64);
+    for nalu in roomcast_media::h264::AvccNalus::new(access_unit, config.nal_length_size()) {
+        let nalu = nalu.ok()?;
+        out.extend_from_slice(&(nalu.len() as u32).to_be_bytes());
+        out.extend_from_slice(nalu);
+    }
+    Some(Bytes::from(out))
 }
 
 async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), String> {

@@ -280,6 +280,21 @@ impl Session {
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
+            ClientMessage::SetStage { participant_id } => {
+                let Some((room, worker)) = self.admin_or_error("set_stage").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let result = request(&worker, |reply| Command::SetStage {
+                    room,
+                    participant: participant_id,
+                    reply,
+                })
+                .await;
+                match result {
+                    Ok(_) => ControlFlow::Continue(()),
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
             ClientMessage::Offer { sdp } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
@@ -582,6 +597,9 @@ impl Session {
                 participant_id: participant,
                 track_id: track,
                 muted,
+            },
+            SessionEvent::StageChanged { participant } => ServerMessage::StageChanged {
+                participant_id: participant,
             },
             SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
                 sdp,

@@ -40,12 +40,17 @@ import path from 'node:path';
 import {
   OUTPUT_DIR,
   dumpDiagnostics,
+  ffmpegPushArgs,
   inboundStats,
+  installClockReader,
   launchBrowser,
+  measureLatencyInPage,
   newLoggedPage,
   openWatchPage,
   pageErrors,
   pageLabel,
+  percentile,
+  shellCommand,
   startServer,
   waitFor,
 } from './lib.mjs';
@@ -124,38 +129,7 @@ function step(name, fn, { needs = [], timeout = 90_000 } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// ffmpeg as OBS
-
-/**
- * The wall clock burned into the video, machine-readable: frame pts := wall clock (µs), then on
- * a 1280x16 copy of the top rows `geq` paints 32 blocks of 40 px, block k white when bit k of
- * floor(T*1000) (ms since the epoch) is set; the strip is laid back over the frame and normal
- * timestamps are restored. geq runs on the strip only (on a full 720p frame it is too slow for
- * two cores). `settb` first: in the source's 1/30 s time base the pts would be rounded to 33 ms.
- */
-const CLOCK_FILTER = [
-  "[0:v]settb=1/1000000,setpts='RTCTIME',split[main][top]",
-  "[top]crop=1280:16:0:0,geq=lum='255*mod(floor(T*1000/pow(2,floor(X/40))),2)':cb=128:cr=128[clock]",
-  "[main][clock]overlay=0:0,setpts='N/(30*TB)'[v]",
-].join(';');
-
-function ffmpegArgs(target, { clock = false, bframes = null } = {}) {
-  return [
-    '-hide_banner', '-nostats', '-loglevel', 'warning',
-    '-re', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440',
-    ...(clock ? ['-filter_complex', CLOCK_FILTER, '-map', '[v]', '-map', '1:a'] : []),
-    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency',
-    ...(bframes == null ? [] : ['-bf', String(bframes)]),
-    '-g', '60', '-c:a', 'aac', '-b:a', '128k',
-    '-f', 'flv', target,
-  ];
-}
-
-/** The command line as a person would type it (for the log and latency.json). */
-function shellCommand(args) {
-  return [FFMPEG, ...args].map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(' ');
-}
+// ffmpeg as OBS (ffmpegPushArgs and the burned-in clock, CLOCK_FILTER, are in lib.mjs)
 
 /**
  * Starts ffmpeg publishing to `${server.rtmpUrl}/live/<key>` and keeps it running. Returns
@@ -163,8 +137,8 @@ function shellCommand(args) {
  */
 function startPush(label, key, options = {}) {
   const target = `${server.rtmpUrl}/live/${key}`;
-  const args = ffmpegArgs(target, options);
-  const lines = [`[test] ${shellCommand(args)}`];
+  const args = ffmpegPushArgs(target, options);
+  const lines = [`[test] ${shellCommand([FFMPEG, ...args])}`];
   const child = spawn(FFMPEG, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk) => lines.push(...chunk.trimEnd().split('\n')));
@@ -178,7 +152,7 @@ function startPush(label, key, options = {}) {
   const push = {
     label,
     startedAt: Date.now(),
-    command: shellCommand(args),
+    command: shellCommand([FFMPEG, ...args]),
     process: child,
     exited,
     get exit() { return exit; },
@@ -316,39 +290,6 @@ function expectShown(page, description, predicate, { timeout = 10_000 } = {}) {
 }
 
 /**
- * Installs `window.__readClock(video)` in the page: reads the clock ffmpeg burned into the frame
- * the <video> currently shows (CLOCK_FILTER): the centre pixel of each of the 32 blocks of the
- * top 16 rows, bit k white = set. Returns { value } (ms since the epoch mod 2^32), or
- * { ambiguous } when some block is neither clearly black nor clearly white (no clock there, or a
- * blurred one), or { size } when the frame is not 1280x720.
- */
-function installClockReader(page) {
-  return page.evaluate(() => {
-    if (window.__readClock) return;
-    const canvas = document.createElement('canvas');
-    canvas.width = 1280;
-    canvas.height = 16;
-    const context = canvas.getContext('2d', { willReadFrequently: true });
-    window.__readClock = (video) => {
-      // The strip is the top 16/720 of a 16:9 picture at any size (a WebRTC sender may scale).
-      const { videoWidth: width, videoHeight: height } = video;
-      if (!width || Math.abs(width / height - 16 / 9) > 0.01) return { size: [width, height] };
-      context.drawImage(video, 0, 0, width, (height * 16) / 720, 0, 0, 1280, 16);
-      const { data } = context.getImageData(0, 0, 1280, 16);
-      let value = 0;
-      let ambiguous = 0;
-      for (let k = 0; k < 32; k += 1) {
-        const offset = (8 * 1280 + 40 * k + 20) * 4;
-        const luma = (data[offset] + data[offset + 1] + data[offset + 2]) / 3;
-        if (luma > 64 && luma < 192) ambiguous += 1;
-        if (luma >= 128) value += 2 ** k;
-      }
-      return ambiguous ? { ambiguous, value } : { value };
-    };
-  });
-}
-
-/**
  * Starts an in-page recorder of the frames the viewer's <video> presents:
  * `window.__frameLog.frames` = [{ t: Date.now(), clock }] (the last 4000), where `clock` is the
  * burned-in clock of a frame that carries one (ms since the epoch mod 2^32, within a minute of
@@ -479,50 +420,6 @@ step('cleanup: the RTMP viewers leave', async () => {
   await Promise.all(obsViewers.map(closePage));
   obsViewers = [];
 });
-
-/**
- * In the viewer page: for every frame presented during `durationMs`, read the burned-in clock
- * (`installClockReader`) and compare it with Date.now() at that requestVideoFrameCallback (the
- * frame is being composited: the screen shows it at the next refresh). Returns
- * { samples: [{ delay, networkDelay, value }], rejected, rejectedCount, frames }; `networkDelay`
- * is to the arrival of the frame's last packet (rVFC `receiveTime`).
- */
-async function measureLatencyInPage(page, durationMs) {
-  await installClockReader(page);
-  return page.evaluate((durationMs) => new Promise((resolve) => {
-    const video = window.roomcast.video;
-    const MOD = 2 ** 32;
-    const signed = (d) => (d >= MOD / 2 ? d - MOD : d);
-    const since = (epochMs, value) => signed((((epochMs % MOD) - value) % MOD + MOD) % MOD);
-    const samples = [];
-    const rejected = [];
-    let frames = 0;
-    const started = performance.now();
-    const onFrame = (now, metadata) => {
-      const nowEpoch = Date.now();
-      frames += 1;
-      const read = window.__readClock(video);
-      if (read.ambiguous || read.size) {
-        rejected.push(read);
-      } else {
-        samples.push({
-          delay: since(nowEpoch, read.value),
-          networkDelay: metadata.receiveTime == null ? null : since(performance.timeOrigin + metadata.receiveTime, read.value),
-          value: read.value,
-        });
-      }
-      if (performance.now() - started < durationMs) video.requestVideoFrameCallback(onFrame);
-      else resolve({ samples, rejected: rejected.slice(0, 20), rejectedCount: rejected.length, frames });
-    };
-    video.requestVideoFrameCallback(onFrame);
-  }), durationMs);
-}
-
-function percentile(sorted, p) {
-  if (!sorted.length) return null;
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index];
-}
 
 /**
  * Waits until `viewer` has played for LATENCY_WARMUP_MS, measures LATENCY_SAMPLE_MS of presented

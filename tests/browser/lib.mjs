@@ -92,6 +92,12 @@ function describe(value) {
  * When the arguments include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and
  * returns that base URL as `rtmpUrl` (publish to `${rtmpUrl}/live/<stream key>`); otherwise
  * `rtmpUrl` is null.
+ *
+ * With `hls` (the default) replays go to `--replay-dir replayDir`: a given directory (a test
+ * that restarts a server over the same replays), else a fresh temp directory that stop()
+ * removes (ROOMCAST_KEEP_REPLAY_DIR=1 keeps it), so no test writes into the repo.
+ * `broadcastEndGraceMs` sets `--broadcast-end-grace-ms` (how soon a stopped source becomes a
+ * replay). The returned `replayDir` is the directory used (null without `hls`).
  */
 export async function startServer({
   bin = process.env.ROOMCAST_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'roomcast'),
@@ -99,9 +105,21 @@ export async function startServer({
   extraArgs = [],
   env = {},
   readyTimeout = 20_000,
+  hls = true,
+  replayDir = null,
+  broadcastEndGraceMs = null,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} does not exist: build it with \`cargo build\` or set ROOMCAST_BIN`);
+  }
+  const ownReplayDir = hls && !replayDir;
+  if (hls) {
+    replayDir ??= mkdtempSync(path.join(os.tmpdir(), 'roomcast-replays-'));
+    const hlsArgs = ['--replay-dir', replayDir];
+    if (broadcastEndGraceMs != null) hlsArgs.push('--broadcast-end-grace-ms', String(broadcastEndGraceMs));
+    extraArgs = [...hlsArgs, ...extraArgs];
+  } else {
+    replayDir = null;
   }
   args = mergeArgs(args, extraArgs);
   const wantRtmp = args.some((arg) => arg === '--rtmp' || arg.startsWith('--rtmp='));
@@ -133,8 +151,14 @@ export async function startServer({
     });
   }
 
+  const removeOwnReplayDir = () => {
+    if (ownReplayDir && !process.env.ROOMCAST_KEEP_REPLAY_DIR) rmSync(replayDir, { recursive: true, force: true });
+  };
   const stop = async ({ timeout = 5_000 } = {}) => {
-    if (exit) return exit;
+    if (exit) {
+      removeOwnReplayDir();
+      return exit;
+    }
     child.kill('SIGTERM');
     const killer = setTimeout(() => {
       lines.push(`[test] server did not exit ${timeout} ms after SIGTERM; sending SIGKILL`);
@@ -142,6 +166,7 @@ export async function startServer({
     }, timeout);
     await exited;
     clearTimeout(killer);
+    removeOwnReplayDir();
     return exit;
   };
 
@@ -176,7 +201,7 @@ export async function startServer({
     throw error;
   });
 
-  return { url, rtmpUrl, logs: () => lines.join('\n'), lines, stop, process: child };
+  return { url, rtmpUrl, replayDir, logs: () => lines.join('\n'), lines, stop, process: child };
 }
 
 /** `args` followed by `extra`, where each `--flag value` pair of `extra` replaces that flag in `args`. */
@@ -267,8 +292,8 @@ export async function newLoggedPage(browser, label, { initScripts = [], contextO
 /**
  * Development aid, off by default: the server embeds web-client/ at compile time, so client
  * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get index.html, room.js,
- * watch.html (for /watch/<room>), watch.js and style.css from the working tree instead
- * (everything else still comes from the server).
+ * watch.html (for /watch/<room>), watch.js, style.css and hls.min.js (web-client/vendor/) from
+ * the working tree instead (everything else still comes from the server).
  */
 async function serveWebClientFromDisk(page) {
   const files = {
@@ -276,6 +301,7 @@ async function serveWebClientFromDisk(page) {
     '/room.js': ['room.js', 'text/javascript'],
     '/watch.js': ['watch.js', 'text/javascript'],
     '/style.css': ['style.css', 'text/css'],
+    '/hls.min.js': ['vendor/hls.min.js', 'text/javascript'],
   };
   const fileFor = (pathname) => (/^\/watch\/[^/]+\/?$/.test(pathname) ? ['watch.html', 'text/html'] : files[pathname]);
   await page.route((url) => Boolean(fileFor(url.pathname)), (route) => {
@@ -1122,4 +1148,322 @@ export function sequentialSteps(onFailure, { timeout: defaultTimeout } = {}) {
 /** A file-name-safe label for a step's diagnostics. */
 export function stepLabel(prefix, name) {
   return `${prefix}${name.replace(/\W+/g, '-').slice(0, 40)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ffmpeg as OBS, and the wall clock burned into its video (broadcast.test.mjs, hls.test.mjs,
+// scripts/hls-delay.mjs)
+
+export const FFMPEG = process.env.FFMPEG ?? 'ffmpeg';
+
+/**
+ * The wall clock burned into the video, machine-readable: frame pts := wall clock (µs), then on
+ * a 1280x16 copy of the top rows `geq` paints 32 blocks of 40 px, block k white when bit k of
+ * floor(T*1000) (ms since the epoch) is set; the strip is laid back over the frame and normal
+ * timestamps are restored. geq runs on the strip only (on a full 720p frame it is too slow for
+ * two cores). `settb` first: in the source's 1/30 s time base the pts would be rounded to 33 ms.
+ */
+export const CLOCK_FILTER = [
+  "[0:v]settb=1/1000000,setpts='RTCTIME',split[main][top]",
+  "[top]crop=1280:16:0:0,geq=lum='255*mod(floor(T*1000/pow(2,floor(X/40))),2)':cb=128:cr=128[clock]",
+  "[main][clock]overlay=0:0,setpts='N/(30*TB)'[v]",
+].join(';');
+
+/**
+ * ffmpeg's arguments for pushing what OBS would to `target` (an rtmp:// URL): 720p30 test
+ * pattern (`clock`: with CLOCK_FILTER's burned-in clock), x264 veryfast zerolatency with a
+ * keyframe every `gop` frames (`bframes`: -bf N), a 440 Hz tone in AAC, as FLV. `output`
+ * replaces `-f flv <target>` (e.g. an HLS muxer writing files).
+ */
+export function ffmpegPushArgs(target, { clock = false, bframes = null, gop = 60, output = null } = {}) {
+  return [
+    '-hide_banner', '-nostats', '-loglevel', 'warning',
+    '-re', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440',
+    ...(clock ? ['-filter_complex', CLOCK_FILTER, '-map', '[v]', '-map', '1:a'] : []),
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency',
+    ...(bframes == null ? [] : ['-bf', String(bframes)]),
+    '-g', String(gop), '-c:a', 'aac', '-b:a', '128k',
+    ...(output ?? ['-f', 'flv', target]),
+  ];
+}
+
+/** `argv` as a person would type it in a shell (for logs and result files). */
+export function shellCommand(argv) {
+  return argv.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(' ');
+}
+
+/**
+ * Runs `bin args` with its stderr (and stdout) collected. Returns { label, command, process,
+ * exited, exit, startedAt, logs(), kill(signal) (waits for the exit), stop() (SIGTERM, then
+ * SIGKILL after 2 s) }.
+ */
+export function startLoggedProcess(bin, args, { label = path.basename(bin), env = {} } = {}) {
+  const command = shellCommand([bin, ...args]);
+  const lines = [`[test] ${command}`];
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => lines.push(...chunk.trimEnd().split('\n')));
+  }
+  let exit = null;
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    exit = { code, signal };
+    lines.push(`[test] ${label} exited (code ${code}, signal ${signal})`);
+    return exit;
+  });
+  child.once('error', (error) => lines.push(`[test] ${label} failed to start: ${error.message}`));
+  return {
+    label,
+    command,
+    startedAt: Date.now(),
+    process: child,
+    exited,
+    get exit() { return exit; },
+    logs: () => lines.join('\n'),
+    kill: async (signal = 'SIGKILL') => {
+      if (!exit) child.kill(signal);
+      return exited;
+    },
+    stop: async () => {
+      if (!exit) {
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => child.kill('SIGKILL'), 2_000);
+        await exited;
+        clearTimeout(killer);
+      }
+      return exit;
+    },
+  };
+}
+
+/**
+ * Installs `window.__readClock(video)` in the page: reads the clock ffmpeg burned into the frame
+ * the <video> currently shows (CLOCK_FILTER): the centre pixel of each of the 32 blocks of the
+ * top 16 rows, bit k white = set. Returns { value } (ms since the epoch mod 2^32), or
+ * { ambiguous } when some block is neither clearly black nor clearly white (no clock there, or a
+ * blurred one), or { size } when the frame is not 1280x720.
+ */
+export function installClockReader(page) {
+  return page.evaluate(() => {
+    if (window.__readClock) return;
+    const canvas = document.createElement('canvas');
+    canvas.width = 1280;
+    canvas.height = 16;
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    window.__readClock = (video) => {
+      // The strip is the top 16/720 of a 16:9 picture at any size (a WebRTC sender may scale).
+      const { videoWidth: width, videoHeight: height } = video;
+      if (!width || Math.abs(width / height - 16 / 9) > 0.01) return { size: [width, height] };
+      context.drawImage(video, 0, 0, width, (height * 16) / 720, 0, 0, 1280, 16);
+      const { data } = context.getImageData(0, 0, 1280, 16);
+      let value = 0;
+      let ambiguous = 0;
+      for (let k = 0; k < 32; k += 1) {
+        const offset = (8 * 1280 + 40 * k + 20) * 4;
+        const luma = (data[offset] + data[offset + 1] + data[offset + 2]) / 3;
+        if (luma > 64 && luma < 192) ambiguous += 1;
+        if (luma >= 128) value += 2 ** k;
+      }
+      return ambiguous ? { ambiguous, value } : { value };
+    };
+  });
+}
+
+/**
+ * In the page: for every frame presented during `durationMs`, read the burned-in clock
+ * (`installClockReader`) and compare it with Date.now() at that requestVideoFrameCallback (the
+ * frame is being composited: the screen shows it at the next refresh). Returns
+ * { samples: [{ delay, networkDelay, value, pdtDelay }], rejected, rejectedCount, frames };
+ * `networkDelay` is to the arrival of the frame's last packet (rVFC `receiveTime`, WebRTC only).
+ * The <video> is `document.querySelector(videoSelector)`, by default the watch page's
+ * (`window.roomcast.video`). `pdtDelayExpression`, when given, is evaluated in the page at each
+ * frame (e.g. the player's PROGRAM-DATE-TIME delay) and kept as `pdtDelay`.
+ */
+export async function measureLatencyInPage(page, durationMs, { videoSelector = null, pdtDelayExpression = null } = {}) {
+  await installClockReader(page);
+  return page.evaluate(({ durationMs, videoSelector, pdtDelayExpression }) => new Promise((resolve) => {
+    const video = videoSelector ? document.querySelector(videoSelector) : window.roomcast.video;
+    // eslint-disable-next-line no-new-func
+    const pdtDelay = pdtDelayExpression ? new Function(`return (${pdtDelayExpression});`) : null;
+    const MOD = 2 ** 32;
+    const signed = (d) => (d >= MOD / 2 ? d - MOD : d);
+    const since = (epochMs, value) => signed((((epochMs % MOD) - value) % MOD + MOD) % MOD);
+    const samples = [];
+    const rejected = [];
+    let frames = 0;
+    const started = performance.now();
+    const onFrame = (now, metadata) => {
+      const nowEpoch = Date.now();
+      frames += 1;
+      const read = window.__readClock(video);
+      if (read.ambiguous || read.size) {
+        rejected.push(read);
+      } else {
+        const sample = {
+          delay: since(nowEpoch, read.value),
+          networkDelay: metadata.receiveTime == null ? null : since(performance.timeOrigin + metadata.receiveTime, read.value),
+          value: read.value,
+        };
+        if (pdtDelay) sample.pdtDelay = pdtDelay() ?? null;
+        samples.push(sample);
+      }
+      if (performance.now() - started < durationMs) video.requestVideoFrameCallback(onFrame);
+      else resolve({ samples, rejected: rejected.slice(0, 20), rejectedCount: rejected.length, frames });
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }), { durationMs, videoSelector, pdtDelayExpression });
+}
+
+/** The p-th percentile (nearest rank) of an ascending array; null when it is empty. */
+export function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index];
+}
+
+// ---------------------------------------------------------------------------------------------
+// A plain hls.js player page (hls.test.mjs, scripts/hls-delay.mjs)
+
+/** Where `openHlsPlayerPage` puts its page on the origin it is given (answered by the test). */
+export const HLS_PLAYER_PATH = '/__roomcast-test/hls-player.html';
+
+/**
+ * Opens a page that is nothing but hls.js playing `playlistUrl` in a 640x360 muted <video>
+ * (`#video`), at `${origin}${HLS_PLAYER_PATH}` (the test answers that one URL itself, so the
+ * page has the origin of the server it plays from: same-origin requests, an untainted canvas).
+ * hls.js comes from `${origin}/hls.min.js` (roomcast serves it), or with `hlsJsFromDisk` from
+ * web-client/vendor/hls.min.js (for origins that do not serve it, e.g. nginx).
+ * `hlsConfig` is hls.js's config (default `{ lowLatencyMode: true }`).
+ *
+ * The page keeps `window.__player` = { hls, video, config, version, events, errors,
+ * framesPresented, firstFrameAt, endedAt, endList, live, maxCurrentTime, delayMs() } (times
+ * Date.now()); `events` lists hls.js milestones ({ event, at, ... }), `errors` every hls.js
+ * error ({ type, details, fatal, code, url, at }); delayMs() = Date.now() − hls.playingDate.
+ */
+export async function openHlsPlayerPage(browser, origin, playlistUrl, {
+  label = 'hls-player',
+  hlsConfig = { lowLatencyMode: true },
+  hlsJsFromDisk = false,
+  contextOptions = {},
+} = {}) {
+  const page = await newLoggedPage(browser, label, { contextOptions });
+  const pageUrl = new URL(HLS_PLAYER_PATH, origin).href;
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>${label}</title>
+<script src="/hls.min.js"></script></head>
+<body style="margin:0;background:#000">
+<video id="video" muted playsinline autoplay style="width:640px;height:360px"></video>
+<script>
+const video = document.getElementById('video');
+const config = ${JSON.stringify(hlsConfig)};
+const player = {
+  hls: null, video, config, version: window.Hls?.version ?? null, events: [], errors: [],
+  framesPresented: 0, firstFrameAt: null, endedAt: null, endList: null, live: null, maxCurrentTime: 0,
+  delayMs: () => (player.hls?.playingDate ? Date.now() - player.hls.playingDate.getTime() : null),
+};
+window.__player = player;
+const onFrame = () => {
+  player.framesPresented += 1;
+  player.firstFrameAt ??= Date.now();
+  player.maxCurrentTime = Math.max(player.maxCurrentTime, video.currentTime);
+  video.requestVideoFrameCallback(onFrame);
+};
+video.requestVideoFrameCallback(onFrame);
+video.addEventListener('ended', () => { player.endedAt = Date.now(); });
+const hls = new Hls(config);
+player.hls = hls;
+const E = Hls.Events;
+hls.on(E.ERROR, (_e, d) => player.errors.push({ type: d.type, details: d.details, fatal: d.fatal,
+  code: d.response?.code ?? null, url: d.url ?? d.frag?.url ?? d.context?.url ?? null, at: Date.now() }));
+hls.on(E.MANIFEST_PARSED, () => player.events.push({ event: 'manifestParsed', at: Date.now() }));
+hls.on(E.LEVEL_LOADED, (_e, d) => {
+  player.live = d.details.live;
+  player.endList = !d.details.live;
+  if (player.events.filter((e) => e.event === 'levelLoaded').length < 3) {
+    player.events.push({ event: 'levelLoaded', at: Date.now(), live: d.details.live, canBlockReload: d.details.canBlockReload,
+      partTarget: d.details.partTarget, partCount: d.details.partList?.length ?? 0, totalduration: d.details.totalduration,
+      targetduration: d.details.targetduration, fragments: d.details.fragments.length });
+  }
+});
+hls.on(E.BUFFER_EOS, () => player.events.push({ event: 'bufferEos', at: Date.now() }));
+hls.loadSource(${JSON.stringify(playlistUrl)});
+hls.attachMedia(video);
+video.play().catch(() => {});
+</script></body></html>`;
+  await page.route((url) => url.href === pageUrl, (route) => route.fulfill({ contentType: 'text/html', body: html }));
+  if (hlsJsFromDisk) {
+    const hlsJs = new URL('/hls.min.js', origin).href;
+    await page.route((url) => url.href === hlsJs, (route) => route.fulfill({
+      contentType: 'text/javascript',
+      body: readFileSync(path.join(REPO_ROOT, 'web-client', 'vendor', 'hls.min.js')),
+    }));
+  }
+  await page.goto(pageUrl);
+  return page;
+}
+
+/** What the player page shows: { currentTime, maxCurrentTime, videoSize, readyState, paused, ended, ... }. */
+export function hlsPlayerState(page) {
+  return page.evaluate(() => {
+    const p = window.__player;
+    const v = p.video;
+    return {
+      version: p.version,
+      currentTime: v.currentTime,
+      maxCurrentTime: p.maxCurrentTime,
+      duration: Number.isFinite(v.duration) ? v.duration : String(v.duration),
+      videoSize: [v.videoWidth, v.videoHeight],
+      readyState: v.readyState,
+      paused: v.paused,
+      ended: v.ended,
+      endedAt: p.endedAt,
+      framesPresented: p.framesPresented,
+      audioDecodedBytes: v.webkitAudioDecodedByteCount ?? null,
+      played: [...Array(v.played.length).keys()].reduce((sum, i) => sum + v.played.end(i) - v.played.start(i), 0),
+      live: p.live,
+      endList: p.endList,
+      delayMs: p.delayMs(),
+      latency: p.hls?.latency ?? null,
+      events: p.events,
+      errors: p.errors.slice(-20),
+      errorCount: p.errors.length,
+    };
+  });
+}
+
+/**
+ * Init script for a room page: every video transceiver it adds (room.js publishes with
+ * addTransceiver) offers H.264 only (packetization-mode 1, constrained baseline 42e01f first), as
+ * the HLS packager needs (VP8, the browser's default, is packaged without video), and keeps
+ * its resolution (degradationPreference 'maintain-resolution'). Counts the transceivers it
+ * changed in `window.__forceH264`.
+ */
+export function forceH264InitScript() {
+  const native = RTCPeerConnection.prototype.addTransceiver;
+  window.__forceH264 = { transceivers: 0 };
+  RTCPeerConnection.prototype.addTransceiver = function addTransceiver(trackOrKind, init) {
+    const transceiver = native.call(this, trackOrKind, init);
+    const kind = typeof trackOrKind === 'string' ? trackOrKind : trackOrKind?.kind;
+    if (kind === 'video') {
+      const codecs = RTCRtpSender.getCapabilities('video').codecs;
+      const isH264 = (c) => c.mimeType.toLowerCase() === 'video/h264';
+      const preferred = (c) => isH264(c) && /packetization-mode=1/.test(c.sdpFmtpLine ?? '') && /profile-level-id=42e01f/.test(c.sdpFmtpLine ?? '');
+      // H.264 only (with RTX, RED and FEC): the server answers room members in its own order,
+      // VP8 first, so a mere preference would not win.
+      const helper = (c) => /^video\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType);
+      transceiver.setCodecPreferences([
+        ...codecs.filter(preferred),
+        ...codecs.filter((c) => isH264(c) && !preferred(c)),
+        ...codecs.filter(helper),
+      ]);
+      // A fixed picture size: at the start bitrate Chromium would first send a downscaled
+      // picture and step it up, and the test checks the camera's size.
+      const parameters = transceiver.sender.getParameters();
+      parameters.degradationPreference = 'maintain-resolution';
+      transceiver.sender.setParameters(parameters).catch((error) => console.warn(`forceH264InitScript: ${error}`));
+      window.__forceH264.transceivers += 1;
+    }
+    return transceiver;
+  };
 }

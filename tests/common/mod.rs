@@ -16,6 +16,40 @@ pub struct Server {
     /// RTMP ingest `host:port`.
     pub rtmp: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// A replay directory of the server's own (removed on drop), unless the test gave one.
+    own_replay_dir: Option<std::path::PathBuf>,
+}
+
+/// What [`Server::fetch`] returns.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// A fresh directory under the system's temp dir, unique per call.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("roomcast-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the temp dir is writable");
+    dir
 }
 
 impl Server {
@@ -24,9 +58,16 @@ impl Server {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Server {
+        // Replays go to a directory of the test's, never into the working tree.
+        let own_replay_dir = (!extra_args.contains(&"--replay-dir")).then(|| temp_dir("replays"));
+        let replay_args: Vec<String> = own_replay_dir
+            .iter()
+            .flat_map(|dir| ["--replay-dir".to_string(), dir.display().to_string()])
+            .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["serve", "--http", "127.0.0.1:0", "--rtc-port", "0"])
             .args(["--rtmp", "127.0.0.1:0"])
+            .args(&replay_args)
             .args(extra_args)
             .env("RUST_LOG", "info,roomcast_sfu=debug")
             .stdout(Stdio::null())
@@ -79,6 +120,7 @@ impl Server {
             url,
             rtmp,
             log,
+            own_replay_dir,
         }
     }
 
@@ -133,6 +175,42 @@ impl Server {
         (status, body)
     }
 
+    /// A plain HTTP/1.0 GET with the headers and the raw body.
+    pub fn fetch(&self, path: &str) -> HttpResponse {
+        let mut stream = TcpStream::connect(self.host_port()).expect("server accepts TCP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.host_port()
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP response has a header block");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        HttpResponse {
+            status,
+            headers,
+            body: response[split + 4..].to_vec(),
+        }
+    }
+
     /// The value of an unlabelled Prometheus sample from `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
         let (_, body) = self.get("/metrics");
@@ -166,6 +244,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.own_replay_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
