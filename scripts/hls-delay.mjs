@@ -10,7 +10,8 @@
 // of every frame, tests/browser/lib.mjs CLOCK_FILTER) is pushed through ffmpeg's tee muxer, at
 // the same time, to
 //   - roomcast (`roomcast serve`, ROOMCAST_BIN or target/debug/roomcast), watched as
-//       ll       LL-HLS /hls/<room>/index.m3u8 in hls.js with lowLatencyMode: true,
+//       ll       LL-HLS /hls/<room>/index.m3u8 in hls.js as /watch plays it (lowLatencyMode,
+//                maxLiveSyncPlaybackRate 1.5: catches up to PART-HOLD-BACK),
 //       classic  the same playlist in hls.js with lowLatencyMode: false (whole segments),
 //       webrtc   /watch/<room> over WebRTC (WHEP), for reference;
 //   - nginx      Debian's nginx with libnginx-mod-rtmp (`hls on; hls_fragment 2s;
@@ -286,9 +287,9 @@ async function main() {
     if (wanted.includes('ll') || wanted.includes('classic')) await waitForSegments(roomcastPlaylist, 4, push);
     const runs = {
       ll: async () => {
-        const page = await openHlsPlayerPage(browser, roomcast.url, roomcastPlaylist, { label: 'll', hlsConfig: { lowLatencyMode: true } });
+        const page = await openHlsPlayerPage(browser, roomcast.url, roomcastPlaylist, { label: 'll', hlsConfig: { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 } });
         return [page, await measure('ll', page, { videoSelector: '#video', pdtDelayExpression: pdt,
-          describe: 'roomcast LL-HLS, hls.js lowLatencyMode: true' })];
+          describe: 'roomcast LL-HLS, hls.js as on /watch: lowLatencyMode, maxLiveSyncPlaybackRate 1.5' })];
       },
       classic: async () => {
         const page = await openHlsPlayerPage(browser, roomcast.url, roomcastPlaylist, { label: 'classic', hlsConfig: { lowLatencyMode: false } });

@@ -186,6 +186,10 @@ async fn rtmp_is_packaged_as_ll_hls_that_follows_the_rfc_decodes_and_becomes_a_r
         response.headers
     );
     m3u8::check(&first, true).unwrap_or_else(|e| panic!("{e}\n{}", response.text()));
+    assert!(
+        first.preload_hint.is_some(),
+        "a live LL-HLS playlist hints its next part"
+    );
     let init = first.segments[0].map.clone().unwrap();
     let init_response = server.fetch(&format!("/hls/talk/{init}"));
     assert_eq!(init_response.status, 200);

@@ -68,6 +68,8 @@ const session = {
   ws: null,
   pc: null,
   participantId: null,
+  /** The room's stage (`stage_changed`): whose media HLS viewers and replays see. */
+  stageParticipant: null,
   devMode: false,
   /** id -> Participant (see createParticipant) */
   participants: new Map(),
@@ -351,6 +353,10 @@ async function handleMessage(message) {
     case 'participant_left': return onParticipantLeft(message.participant_id, message.reason);
     case 'track_published': return onTrackPublished(message.participant_id, message.track);
     case 'track_unpublished': return onTrackUnpublished(message.participant_id, message.track_id);
+    case 'stage_changed':
+      // Whose media HLS viewers and replays see (docs/hls.md); kept for the UI and tests.
+      session.stageParticipant = message.participant_id;
+      return undefined;
     case 'left': return undefined; // answer to our `leave`; we are already gone
     case 'error': return onServerError(message);
     default:

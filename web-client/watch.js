@@ -560,9 +560,7 @@ async function loadHls() {
     }
     if (!current()) return;
     if (Hls.isSupported()) {
-      // lowLatencyMode: parts and blocking playlist reloads (the server's LL-HLS); it plays
-      // PART-HOLD-BACK behind the live edge, as the playlist asks.
-      const instance = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+      const instance = new Hls(HLS_JS_CONFIG);
       hls.instance = instance;
       hls.player = 'hls.js';
       instance.on(Hls.Events.ERROR, (_event, data) => {
@@ -871,6 +869,13 @@ function pageState() {
   if (session.pc?.connectionState === 'connected') return session.info?.live ? 'waiting' : 'connecting';
   return session.connection === 'connecting' ? 'connecting' : 'reconnecting';
 }
+
+/**
+ * hls.js settings: parts and blocking playlist reloads (the server's LL-HLS), and play up to
+ * 1.5× when behind the live target (PART-HOLD-BACK), so a start at an older keyframe does not
+ * leave the viewer a GOP behind for the whole broadcast.
+ */
+const HLS_JS_CONFIG = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 30 };
 
 const HLS_NOT_LIVE_TEXT = 'Broadcast not live yet — retrying…';
 

@@ -113,6 +113,11 @@ impl Broadcast {
         !self.ended.load(Ordering::Acquire)
     }
 
+    /// Live and with a playlist to serve (the first segment is complete).
+    pub fn is_playable(&self) -> bool {
+        self.is_live() && self.stream.lock().expect("stream lock").has_playlist()
+    }
+
     pub fn host(&self) -> String {
         self.host.lock().expect("host lock").clone()
     }
@@ -473,12 +478,13 @@ impl BroadcastTask {
                     match input {
                         Input::Stage(Some(source)) => {
                             grace = None;
-                            self.stage_changed(source);
+                            self.stage_changed(source).await;
                         }
                         Input::Stage(None) => {
                             info!("nobody on stage: the broadcast ends unless a source returns");
                             self.stage = None;
                             self.rtp = None;
+                            self.interrupt().await;
                             grace = Some(tokio::time::Instant::now() + self.hls.settings.end_grace);
                         }
                         Input::Rtp(packet) => self.rtp_packet(packet).await,
@@ -521,7 +527,7 @@ impl BroadcastTask {
         self.end().await;
     }
 
-    fn stage_changed(&mut self, source: StageSource) {
+    async fn stage_changed(&mut self, source: StageSource) {
         if self
             .stage
             .as_ref()
@@ -530,11 +536,30 @@ impl BroadcastTask {
             return;
         }
         info!(participant = %source.participant, name = %source.name, ingest = source.ingest, "stage source");
+        if self.stage.is_some() {
+            // Another source: publish what the last one left, and start over with the new
+            // one's tracks (its timestamps start anywhere).
+            self.interrupt().await;
+        }
+        self.applied = None;
         if !source.name.is_empty() {
             *self.broadcast.host.lock().expect("host lock") = source.name.clone();
         }
         self.rtp = (!source.ingest).then(|| RtpSource::new(source.participant));
         self.stage = Some(source);
+    }
+
+    /// The source stopped: publish its last frames now (players reach them), wake waiters,
+    /// and take the next source's tracks afresh.
+    async fn interrupt(&mut self) {
+        let finished = {
+            let mut stream = self.broadcast.stream.lock().expect("stream lock");
+            stream.interrupt();
+            stream.take_finished()
+        };
+        self.applied = None;
+        self.broadcast.bump();
+        self.archive(finished).await;
     }
 
     fn apply_ingest_tracks(&mut self, participant: ParticipantId) {

@@ -348,6 +348,7 @@ fn room_json(
         serde_json::json!({ "name": host.name, "source": source })
     });
     let hls = state.hls.broadcast(room).filter(|b| b.is_live());
+    let hls_playable = hls.as_ref().is_some_and(|b| b.is_playable());
     serde_json::json!({
         "room": room,
         "live": host.is_some(),
@@ -360,7 +361,7 @@ fn room_json(
             .or_else(|| hls.as_ref().map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string())),
         "warnings": broadcast.map(|b| b.warnings).unwrap_or_default(),
         "hls": {
-            "live": hls.is_some(),
+            "live": hls_playable,
             "url": format!("/hls/{room}/index.m3u8"),
         },
     })

@@ -70,7 +70,8 @@ import {
 const LL_MEDIAN_BOUND_MS = 2_000;
 /** The PDT-based delay (what the watch page shows) may differ from the burned clock by this. */
 const PDT_AGREEMENT_MS = 1_000;
-const LATENCY_WARMUP_MS = 3_000;
+// Long enough for hls.js to catch up to its live target at 1.5× from a start one GOP back.
+const LATENCY_WARMUP_MS = 5_000;
 const LATENCY_SAMPLE_MS = 6_000;
 /** watch.js falls back after 4 s without a WebRTC connection; then HLS has to start. */
 const FALLBACK_BOUND_MS = 15_000;
@@ -158,7 +159,10 @@ async function waitForPlaylist(room, { push = null, segments = 2, timeout = 25_0
   }, { timeout, interval: 250, message: `the HLS playlist of room ${room} with ${segments} segments` });
 }
 
-async function openPlayer(room, label, playlistPath, hlsConfig = { lowLatencyMode: true }) {
+// The watch page's hls.js settings (web-client/watch.js HLS_JS_CONFIG).
+const WATCH_PAGE_HLS_CONFIG = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 };
+
+async function openPlayer(room, label, playlistPath, hlsConfig = WATCH_PAGE_HLS_CONFIG) {
   const page = await openHlsPlayerPage(browser, server.url, new URL(playlistPath, server.url).href, { label, hlsConfig });
   pages.add(page);
   allPages.push(page);

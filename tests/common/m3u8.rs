@@ -283,9 +283,6 @@ pub fn check(playlist: &Playlist, low_latency: bool) -> Result<(), String> {
                 ));
             }
         }
-        if !playlist.ended && playlist.preload_hint.is_none() {
-            return Err("a live LL-HLS playlist has an EXT-X-PRELOAD-HINT".into());
-        }
     }
     Ok(())
 }
@@ -342,7 +339,6 @@ mod tests {
             ("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=NO"),
             ("#EXT-X-PROGRAM-DATE-TIME:2026-11-22T08:00:00.000Z\n", ""),
             ("#EXT-X-VERSION:6", "#EXT-X-VERSION:3"),
-            ("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p4-1\"\n", ""),
         ] {
             let broken = parse(&good.replace(from, to)).unwrap();
             assert!(check(&broken, true).is_err(), "{from} → {to} passed");

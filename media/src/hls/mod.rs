@@ -639,6 +639,27 @@ impl LiveStream {
         self.ended
     }
 
+    /// Whether [`LiveStream::playlist`] has something to say (the first segment is complete).
+    pub fn has_playlist(&self) -> bool {
+        self.target_duration.is_some()
+    }
+
+    /// The source stopped (it may come back, or the stream may end later): publish what is
+    /// buffered now — the held samples, the open part and segment — so players reach the last
+    /// frame instead of waiting for a sample that may never come. Until the next
+    /// [`LiveStream::set_tracks`] samples are dropped and the playlist has no preload hint; the
+    /// next segment follows an `EXT-X-DISCONTINUITY`.
+    pub fn interrupt(&mut self) {
+        if self.ended || self.period.is_none() {
+            return;
+        }
+        self.published = Published::default();
+        self.flush_period();
+        self.period = None;
+        self.pending_discontinuity = true;
+        self.drop_unused_inits();
+    }
+
     /// `EXT-X-TARGETDURATION` in seconds: fixed once the first segment completed; before, the
     /// value it will have at least (`segment_target` and `PART-TARGET` rounded up).
     pub fn target_duration(&self) -> u64 {

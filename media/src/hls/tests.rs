@@ -609,6 +609,46 @@ fn end_flushes_and_closes_the_playlist() {
 }
 
 #[test]
+fn an_interrupted_source_publishes_its_last_frames_and_resumes_after_a_discontinuity() {
+    let clip = Clip {
+        seconds: 5,
+        ..Clip::video(30, 60, Some(aac()))
+    };
+    let (mut stream, mut watcher, mut finished) = run(HlsConfig::default(), &clip);
+    assert_eq!(finished.len(), 2, "the last second is still open");
+    stream.interrupt();
+    finished.extend(stream.take_finished());
+    watcher.check(&stream);
+    assert_eq!(finished.len(), 3, "the open segment was published at once");
+    let total: f64 = finished.iter().map(|f| f.record.duration).sum();
+    assert!((total - 5.0).abs() < 1e-9, "{total}");
+    let text = stream.playlist().unwrap();
+    assert!(
+        !text.contains("PRELOAD-HINT") && !text.contains("ENDLIST"),
+        "{text}"
+    );
+    // Nothing is taken until the source (or another) is set again; then the same tracks
+    // continue after a discontinuity, with timestamps that start over.
+    let (sample, wall) = clip.samples()[0].clone();
+    assert_eq!(stream.push(sample, wall), Published::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    for (sample, wall) in clip.samples() {
+        if stream.push(sample, wall + Duration::from_secs(30)).any() {
+            watcher.check(&stream);
+        }
+        finished.extend(stream.take_finished());
+    }
+    assert!(finished[3].record.discontinuity, "{:?}", finished[3].record);
+    assert!(
+        stream
+            .playlist()
+            .unwrap()
+            .contains("#EXT-X-DISCONTINUITY\n")
+    );
+    check_media(&finished[3..], true);
+}
+
+#[test]
 fn a_longer_gop_later_is_cut_at_a_part_boundary_within_the_target_duration() {
     // 1 s GOPs fix the target at 1 s; then the encoder switches to 3 s GOPs (no restart).
     let mut stream = LiveStream::new(HlsConfig::default());
