@@ -83,6 +83,8 @@ fn forwarding_allocates_nothing_of_its_own_per_packet() {
         .load(std::sync::atomic::Ordering::Relaxed);
 
     let mut datagrams = 0u64;
+    let mut tapped = 0u64;
+    world.stage_packets();
     for _ in 0..PACKETS {
         let (source, outgoing) = world.send_delta_frame(0, Duration::from_micros(200));
         let now = world.now;
@@ -95,6 +97,9 @@ fn forwarding_allocates_nothing_of_its_own_per_packet() {
             world.router.handle_timeout(now, &mut Discard);
             COUNTING.with(|c| c.set(false));
         }
+        // The HLS packager drains the stage tap as it goes (the publisher is on stage, so every
+        // packet is also copied there: that copy must not allocate either).
+        tapped += world.stage_packets().len() as u64;
     }
     let forwarded = world
         .router
@@ -113,6 +118,7 @@ fn forwarding_allocates_nothing_of_its_own_per_packet() {
         forwarded >= PACKETS * SUBSCRIBERS as u64,
         "forwarding stopped: {forwarded} packets"
     );
+    assert!(tapped >= PACKETS, "the stage tap saw {tapped} packets");
     assert_eq!(
         ours, 0,
         "roomcast's forwarding path allocated {ours} times for {forwarded} forwarded packets"

@@ -292,6 +292,13 @@ impl Session {
                 .await;
                 match result {
                     Ok(_) => ControlFlow::Continue(()),
+                    Err(SfuError::UnknownParticipant(id)) => {
+                        self.send_error(
+                            ErrorCode::UnknownParticipant,
+                            &format!("no participant {id} in this room to put on stage"),
+                        )
+                        .await
+                    }
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
