@@ -68,6 +68,8 @@ pub struct SfuConfig {
 pub struct Sfu {
     workers: Vec<WorkerHandle>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Kept for its drop counter in `/metrics`.
+    stage_tap: Option<stage::StageTap>,
 }
 
 /// The mailbox of one worker. Clone it to keep talking to the worker a room lives on.
@@ -181,6 +183,7 @@ impl Sfu {
         Ok(Sfu {
             workers,
             threads: std::sync::Mutex::new(threads),
+            stage_tap: config.stage_tap.clone(),
         })
     }
 
@@ -201,7 +204,17 @@ impl Sfu {
 
     /// Prometheus text for all workers.
     pub fn render_metrics(&self) -> String {
-        metrics::render_prometheus(self.workers.iter().map(|w| &*w.metrics))
+        let mut text = metrics::render_prometheus(self.workers.iter().map(|w| &*w.metrics));
+        if let Some(tap) = &self.stage_tap {
+            text.push_str(&format!(
+                "# HELP roomcast_stage_packets_dropped_total Stage RTP packets not copied to the \
+                 HLS packager because it was behind (it resumes at the next keyframe).\n\
+                 # TYPE roomcast_stage_packets_dropped_total counter\n\
+                 roomcast_stage_packets_dropped_total {}\n",
+                tap.dropped()
+            ));
+        }
+        text
     }
 
     /// Current participant count over all workers.

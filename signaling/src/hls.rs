@@ -146,6 +146,9 @@ pub struct Hls {
     pub metrics: HlsMetrics,
 }
 
+/// How long an ended broadcast's final playlist and window stay in memory.
+const ENDED_BROADCAST_KEPT: Duration = Duration::from_secs(60);
+
 /// How long a capacity-bounded broadcast inbox is (≈ 2 s of a 4 Mbit/s stage's packets).
 const INBOX_CAPACITY: usize = 1024;
 
@@ -520,11 +523,23 @@ impl BroadcastTask {
                         let next = self.hls.live_broadcast(&self.broadcast.room, &self.sfu);
                         let _ = next.inbox.send(Input::Stage(Some(source))).await;
                     }
-                    return;
+                    return self.retire().await;
                 }
             }
         }
         self.end().await;
+        self.retire().await;
+    }
+
+    /// An ended broadcast keeps answering with its final playlist for a while (players play
+    /// out and stop), then its memory goes; its replay, if any, stays on disk and is served at
+    /// the same URLs.
+    async fn retire(self) {
+        tokio::time::sleep(ENDED_BROADCAST_KEPT).await;
+        let room = &self.broadcast.room;
+        self.hls
+            .broadcasts
+            .remove_if(room, |_, b| Arc::ptr_eq(b, &self.broadcast));
     }
 
     async fn stage_changed(&mut self, source: StageSource) {
