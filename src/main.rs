@@ -156,7 +156,7 @@ async fn serve(mut config: ServeConfig) -> Result<(), String> {
         state.clone(),
         stage_events,
     ));
-    tokio::spawn(roomcast_signaling::hls::run_retention(state.hls.clone()));
+    tokio::spawn(roomcast_signaling::hls::run_janitor(state.hls.clone()));
     tokio::spawn(roomcast_signaling::rtmp::serve(
         rtmp_listener,
         state.clone(),

@@ -83,6 +83,8 @@ pub struct ServerSample {
     pub participants: f64,
     pub rooms: f64,
     pub consumers: f64,
+    /// Broadcasts being packaged for HLS (they end a grace period after their room empties).
+    pub hls_broadcasts: f64,
 }
 
 impl ServerSample {
@@ -109,6 +111,7 @@ impl ServerSample {
             participants: value("roomcast_participants"),
             rooms: value("roomcast_rooms"),
             consumers: value("roomcast_consumers"),
+            hls_broadcasts: value("roomcast_hls_live_broadcasts"),
         })
     }
 }
@@ -814,12 +817,17 @@ fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / 1048576.0)
 }
 
-/// Wait until the server has no participants, rooms or consumers left.
+/// Wait until the server has no participants, rooms, consumers or live HLS broadcasts left.
 async fn settle(server: &str) -> Result<ServerSample, ClientError> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let sample = ServerSample::fetch(server).await?;
-        let empty = sample.participants == 0.0 && sample.rooms == 0.0 && sample.consumers == 0.0;
+        // A server without HLS has no such metric (NaN): nothing to wait for.
+        let no_broadcasts = sample.hls_broadcasts.is_nan() || sample.hls_broadcasts == 0.0;
+        let empty = sample.participants == 0.0
+            && sample.rooms == 0.0
+            && sample.consumers == 0.0
+            && no_broadcasts;
         if empty || Instant::now() > deadline {
             return Ok(sample);
         }
@@ -844,6 +852,12 @@ pub async fn churn_leak_check(
         problems.push(format!(
             "{} participants, {} rooms, {} consumers still exist {SETTLE_DEADLINE:?} after the last leave",
             after.participants, after.rooms, after.consumers
+        ));
+    }
+    if after.hls_broadcasts > 0.0 {
+        problems.push(format!(
+            "{} HLS broadcasts still live {SETTLE_DEADLINE:?} after the last leave",
+            after.hls_broadcasts
         ));
     }
     if after.resident_bytes - baseline.resident_bytes > RSS_TOLERANCE_BYTES {

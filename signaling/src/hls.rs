@@ -106,6 +106,10 @@ pub struct Broadcast {
     changed: watch::Sender<u64>,
     inbox: mpsc::Sender<Input>,
     ended: AtomicBool,
+    /// When it ended: it keeps answering with its final playlist for [`ENDED_BROADCAST_KEPT`]
+    /// (players play out and stop), then [`run_janitor`] frees its memory; its replay, if any,
+    /// stays on disk and is served at the same URLs.
+    ended_at: std::sync::OnceLock<Instant>,
 }
 
 impl Broadcast {
@@ -210,6 +214,7 @@ impl Hls {
             changed: watch::channel(0).0,
             inbox,
             ended: AtomicBool::new(false),
+            ended_at: std::sync::OnceLock::new(),
         });
         self.metrics
             .broadcasts_started
@@ -371,15 +376,23 @@ pub async fn run_stage_dispatcher(state: Arc<AppState>, mut tap: StageReceiver) 
     }
 }
 
-/// Delete expired replays every minute.
-pub async fn run_retention(hls: Arc<Hls>) {
-    let Some(replays) = hls.replays.as_ref() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
+/// Housekeeping for the life of the server: free ended broadcasts after
+/// [`ENDED_BROADCAST_KEPT`], and delete expired replays every minute.
+pub async fn run_janitor(hls: Arc<Hls>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    for round in 0u64.. {
         tick.tick().await;
-        replays.expire(SystemTime::now());
+        hls.broadcasts.retain(|_, broadcast| {
+            broadcast
+                .ended_at
+                .get()
+                .is_none_or(|ended| ended.elapsed() < ENDED_BROADCAST_KEPT)
+        });
+        if round % 6 == 0
+            && let Some(replays) = hls.replays.as_ref()
+        {
+            replays.expire(SystemTime::now());
+        }
     }
 }
 
@@ -523,23 +536,11 @@ impl BroadcastTask {
                         let next = self.hls.live_broadcast(&self.broadcast.room, &self.sfu);
                         let _ = next.inbox.send(Input::Stage(Some(source))).await;
                     }
-                    return self.retire().await;
+                    return;
                 }
             }
         }
         self.end().await;
-        self.retire().await;
-    }
-
-    /// An ended broadcast keeps answering with its final playlist for a while (players play
-    /// out and stop), then its memory goes; its replay, if any, stays on disk and is served at
-    /// the same URLs.
-    async fn retire(self) {
-        tokio::time::sleep(ENDED_BROADCAST_KEPT).await;
-        let room = &self.broadcast.room;
-        self.hls
-            .broadcasts
-            .remove_if(room, |_, b| Arc::ptr_eq(b, &self.broadcast));
     }
 
     async fn stage_changed(&mut self, source: StageSource) {
@@ -788,6 +789,7 @@ impl BroadcastTask {
             stream.end();
             stream.take_finished()
         };
+        let _ = self.broadcast.ended_at.set(Instant::now());
         self.broadcast.ended.store(true, Ordering::Release);
         self.broadcast.bump();
         self.archive(finished).await;
