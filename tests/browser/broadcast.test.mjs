@@ -33,8 +33,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -50,7 +49,7 @@ import {
   pageErrors,
   pageLabel,
   percentile,
-  shellCommand,
+  startLoggedProcess,
   startServer,
   waitFor,
 } from './lib.mjs';
@@ -136,40 +135,12 @@ function step(name, fn, { needs = [], timeout = 90_000 } = {}) {
  * { label, command, process, exited, logs(), kill(signal), stop() }.
  */
 function startPush(label, key, options = {}) {
-  const target = `${server.rtmpUrl}/live/${key}`;
-  const args = ffmpegPushArgs(target, options);
-  const lines = [`[test] ${shellCommand([FFMPEG, ...args])}`];
-  const child = spawn(FFMPEG, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => lines.push(...chunk.trimEnd().split('\n')));
-  let exit = null;
-  const exited = once(child, 'exit').then(([code, signal]) => {
-    exit = { code, signal };
-    lines.push(`[test] ffmpeg exited (code ${code}, signal ${signal})`);
-    return exit;
-  });
-  child.once('error', (error) => lines.push(`[test] ffmpeg failed to start: ${error.message}`));
-  const push = {
-    label,
-    startedAt: Date.now(),
-    command: shellCommand([FFMPEG, ...args]),
-    process: child,
-    exited,
-    get exit() { return exit; },
-    logs: () => lines.join('\n'),
-    kill: async (signal = 'SIGKILL') => {
-      if (!exit) child.kill(signal);
-      await exited;
-    },
-    stop: async () => {
-      if (!exit) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => child.kill('SIGKILL'), 2_000);
-        await exited;
-        clearTimeout(killer);
-      }
-      pushes.delete(push);
-    },
+  const push = startLoggedProcess(FFMPEG, ffmpegPushArgs(`${server.rtmpUrl}/live/${key}`, options), { label: 'ffmpeg' });
+  push.label = label;
+  const stop = push.stop;
+  push.stop = async () => {
+    await stop();
+    pushes.delete(push);
   };
   pushes.add(push);
   allPushes.push(push);
