@@ -762,7 +762,9 @@ impl BroadcastTask {
                 result = store
                     .write_file(id, &record.init, &segment.init_bytes)
                     .await;
-                self.archived_inits.push(record.init.clone());
+                if result.is_ok() {
+                    self.archived_inits.push(record.init.clone());
+                }
             }
             if result.is_ok() {
                 result = store.write_file(id, &record.uri, &segment.bytes).await;

@@ -385,7 +385,13 @@ async fn directory(State(state): State<Arc<AppState>>) -> Response {
         .collect();
     let body = serde_json::json!({
         "rooms": rooms,
-        "replays": hls::replays_json(&state.hls),
+        // Replay URLs are capabilities (their media needs no token): listed only where anyone
+        // may watch anyway.
+        "replays": if state.credentials.is_none() || state.anonymous_viewers {
+            hls::replays_json(&state.hls)
+        } else {
+            Vec::new()
+        },
     });
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -263,7 +263,7 @@ fn read_journal(dir: &Path) -> io::Result<Vec<ArchivedSegment>> {
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str::<SegmentLine>(line).ok())
-        .filter(|line| dir.join(&line.uri).exists())
+        .filter(|line| dir.join(&line.uri).exists() && dir.join(&line.init).exists())
         .map(ArchivedSegment::from)
         .collect())
 }
@@ -363,6 +363,7 @@ mod tests {
         let store = ReplayStore::open(dir.clone(), Duration::from_secs(3600)).unwrap();
         let id = "1800000000000-00ff";
         store.begin(&info(id)).await.unwrap();
+        store.write_file(id, "init-0.mp4", b"init").await.unwrap();
         for (i, name) in ["seg-0.m4s", "seg-1.m4s"].into_iter().enumerate() {
             store.write_file(id, name, b"media").await.unwrap();
             store
