@@ -1387,6 +1387,20 @@ hls.on(E.LEVEL_LOADED, (_e, d) => {
   }
 });
 hls.on(E.BUFFER_EOS, () => player.events.push({ event: 'bufferEos', at: Date.now() }));
+// The last fragments and parts loaded (sn, part index, media time): where a stall's hole is.
+player.loads = [];
+hls.on(E.FRAG_LOADED, (_e, d) => {
+  player.loads.push({ sn: d.frag.sn, part: d.part?.index ?? null, start: +(d.part ?? d.frag).start.toFixed(3),
+    duration: +(d.part ?? d.frag).duration.toFixed(3), at: Date.now() });
+  if (player.loads.length > 30) player.loads.shift();
+});
+// What each SourceBuffer holds after the last append ({ audio: [[start, end]…], video: … }).
+player.trackBuffered = {};
+hls.on(E.BUFFER_APPENDED, (_e, d) => {
+  for (const [type, r] of Object.entries(d.timeRanges ?? {})) {
+    if (r) player.trackBuffered[type] = [...Array(r.length).keys()].map((i) => [+r.start(i).toFixed(3), +r.end(i).toFixed(3)]);
+  }
+});
 hls.loadSource(${JSON.stringify(playlistUrl)});
 hls.attachMedia(video);
 video.play().catch(() => {});
@@ -1408,6 +1422,7 @@ export function hlsPlayerState(page) {
   return page.evaluate(() => {
     const p = window.__player;
     const v = p.video;
+    const ranges = (r) => [...Array(r.length).keys()].map((i) => [+r.start(i).toFixed(3), +r.end(i).toFixed(3)]);
     return {
       version: p.version,
       currentTime: v.currentTime,
@@ -1427,6 +1442,9 @@ export function hlsPlayerState(page) {
       latency: p.hls?.latency ?? null,
       events: p.events,
       errors: p.errors.slice(-20),
+      buffered: ranges(v.buffered),
+      trackBuffered: p.trackBuffered,
+      loads: p.loads,
       errorCount: p.errors.length,
     };
   });

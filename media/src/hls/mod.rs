@@ -305,6 +305,9 @@ struct Period {
     secondary: Option<TrackState>,
     /// Secondary samples with known durations, not yet in a part.
     secondary_queue: VecDeque<TimedSample>,
+    /// Primary samples waiting for the secondary track to catch up with them (see
+    /// [`LiveStream::release_primaries`]), oldest first.
+    primary_waiting: VecDeque<HeldSample>,
     /// The primary track's first keyframe has arrived.
     started: bool,
     part: OpenPart,
@@ -312,9 +315,25 @@ struct Period {
     part_target_ticks: u64,
     /// `segment_target` in primary ticks.
     segment_target_ticks: u64,
+    /// The first packaged primary sample's (dts, capture time): every segment's
+    /// `EXT-X-PROGRAM-DATE-TIME` is this plus its dts offset, so dates advance exactly with
+    /// the media (RFC 8216bis §4.4.4.6) instead of with arrival jitter.
+    clock_anchor: Option<(u64, SystemTime)>,
 }
 
 impl Period {
+    /// The date of primary `dts`: the anchor's capture time plus the media time since it
+    /// (players such as hls.js align playlist reloads by these dates; capture times jitter
+    /// by tens of milliseconds with arrival and would shift the timeline).
+    fn program_date_time(&mut self, dts: u64, wall_clock: SystemTime) -> SystemTime {
+        let (anchor_dts, anchor_wall) = *self.clock_anchor.get_or_insert((dts, wall_clock));
+        let ticks = dts.saturating_sub(anchor_dts);
+        let timescale = u64::from(self.primary.timescale.max(1));
+        let since = Duration::from_secs(ticks / timescale)
+            + Duration::from_nanos((ticks % timescale) * 1_000_000_000 / timescale);
+        anchor_wall + since
+    }
+
     /// Drops secondary samples that start before `primary_dts` (in primary ticks); returns how
     /// many.
     fn drop_secondary_before(&mut self, primary_dts: u64) -> u64 {
@@ -518,6 +537,7 @@ impl LiveStream {
         let init_bytes = fmp4::init_segment(&tracks)?;
         self.published = Published::default();
         self.flush_period();
+        self.close_segment();
         let init_id = self.next_init_id;
         self.next_init_id += 1;
         self.inits.push_back((init_id, init_bytes.clone()));
@@ -550,10 +570,12 @@ impl LiveStream {
             primary,
             secondary,
             secondary_queue: VecDeque::new(),
+            primary_waiting: VecDeque::new(),
             started: false,
             part: OpenPart::default(),
             part_target_ticks: duration_to_ticks(self.config.part_target, timescale).max(1),
             segment_target_ticks: duration_to_ticks(self.config.segment_target, timescale),
+            clock_anchor: None,
         });
         self.pending_discontinuity = self.next_msn > 0;
         self.drop_unused_inits();
@@ -615,10 +637,11 @@ impl LiveStream {
             wall_clock,
         };
         if is_primary {
-            self.primary_arrived(held);
+            period.primary_waiting.push_back(held);
         } else {
             self.secondary_arrived(held);
         }
+        self.release_primaries(false);
         self.published
     }
 
@@ -630,6 +653,7 @@ impl LiveStream {
         }
         self.published = Published::default();
         self.flush_period();
+        self.close_segment();
         self.period = None;
         self.ended = true;
         self.drop_unused_inits();
@@ -645,10 +669,16 @@ impl LiveStream {
     }
 
     /// The source stopped (it may come back, or the stream may end later): publish what is
-    /// buffered now — the held samples, the open part and segment — so players reach the last
-    /// frame instead of waiting for a sample that may never come. Until the next
+    /// buffered now — the held samples and the open part — so players reach the last frame
+    /// instead of waiting for a sample that may never come. Until the next
     /// [`LiveStream::set_tracks`] samples are dropped and the playlist has no preload hint; the
     /// next segment follows an `EXT-X-DISCONTINUITY`.
+    ///
+    /// The open segment stays open (its parts listed, no `EXTINF` yet) until
+    /// [`LiveStream::end`] or [`LiveStream::set_tracks`] closes it. Closing it here would make
+    /// the last live update both add a short segment and slide the window, and hls.js 1.7
+    /// then misplaces that segment's parts by whole seconds on its timeline, leaving a hole it
+    /// never plays past (measured: one stopped broadcast in six never reached `ended`).
     pub fn interrupt(&mut self) {
         if self.ended || self.period.is_none() {
             return;
@@ -807,6 +837,45 @@ impl LiveStream {
         Some((self.next_msn, parts))
     }
 
+    /// Interleaving: a primary sample is packaged only once the secondary track has reached
+    /// its dts, so that every secondary sample that starts before a part's end is in that
+    /// part. Without this, audio that arrives a frame or two after the video (the usual
+    /// case: encoders and RTMP interleave loosely, and the last audio frame waits for its
+    /// successor to learn its duration) lands in the next part, each part's audio ends tens of
+    /// milliseconds before its video, and hls.js, whose buffer ends at the earlier of the two,
+    /// can stall on the hole left at a segment's end (measured: one live playback in three).
+    ///
+    /// A primary sample stops waiting when the secondary is more than a part target behind
+    /// (a stalled or muted track must not hold the picture back), when the secondary has not
+    /// sent anything yet, or with `all` (the source stopped).
+    fn release_primaries(&mut self, all: bool) {
+        loop {
+            let Some(period) = self.period.as_mut() else {
+                return;
+            };
+            let (Some(front), Some(newest)) = (
+                period.primary_waiting.front(),
+                period.primary_waiting.back(),
+            ) else {
+                return;
+            };
+            let caught_up = match &period.secondary {
+                Some(track) => track.last_dts.is_none_or(|last| {
+                    u128::from(last) * u128::from(period.primary.timescale)
+                        >= u128::from(front.dts) * u128::from(track.timescale)
+                }),
+                None => true,
+            };
+            let waited_too_long = newest.dts - front.dts > period.part_target_ticks;
+            if !(all || caught_up || waited_too_long) {
+                return;
+            }
+            if let Some(held) = period.primary_waiting.pop_front() {
+                self.primary_arrived(held);
+            }
+        }
+    }
+
     /// A primary sample arrived: the held one gets its duration and goes into the part, then
     /// the new one decides whether the part (and segment) close before it.
     fn primary_arrived(&mut self, next: HeldSample) {
@@ -826,8 +895,13 @@ impl LiveStream {
         if next.keyframe && segment_ticks >= period.segment_target_ticks {
             self.close_part(false);
             self.close_segment();
-        } else if period.part.ticks + u64::from(duration) > period.part_target_ticks {
-            // The next sample, if as long as this one, would not fit: publish now.
+        } else if period.part.ticks + u64::from(duration) / 2 > period.part_target_ticks {
+            // Less than half a frame of room: the next sample cannot fit, publish now rather
+            // than one frame later. With more room the next sample decides ([`add_primary`]
+            // closes the part if it does not fit): frame durations jitter (30 fps over FLV's
+            // milliseconds is 33, 33, 34 ms), and predicting "as long as this one" would
+            // close 5-frame parts of 167 ms where 6 frames make exactly 200 ms, leaving a
+            // one-frame part at the end of every segment.
             self.close_part(false);
             self.enforce_target_duration();
         }
@@ -912,7 +986,7 @@ impl LiveStream {
                 parts: Vec::new(),
                 ticks: 0,
                 timescale: period.primary.timescale,
-                program_date_time: held.wall_clock,
+                program_date_time: period.program_date_time(held.dts, held.wall_clock),
                 discontinuity: std::mem::take(&mut self.pending_discontinuity),
                 init_id: period.init_id,
                 independent: held.keyframe,
@@ -1132,8 +1206,10 @@ impl LiveStream {
     }
 
     /// Close the current source: held samples get their predecessors' durations, then the
-    /// part and segment close.
+    /// part closes. The segment stays open for the caller to close (or not, see
+    /// [`LiveStream::interrupt`]).
     fn flush_period(&mut self) {
+        self.release_primaries(true);
         let Some(period) = self.period.as_mut() else {
             return;
         };
@@ -1153,7 +1229,6 @@ impl LiveStream {
             self.queue_secondary(held, duration);
         }
         self.close_part(true);
-        self.close_segment();
         if let Some(period) = self.period.as_mut() {
             // Audio with no video part left to carry it.
             self.counters.dropped_queue_full += period.secondary_queue.len() as u64;

@@ -312,6 +312,143 @@ fn video_at_30_25_24_fps_with_aac_cuts_on_keyframes_within_part_target() {
     }
 }
 
+/// Per fragment: (video end, audio end) in seconds on the clip's clock.
+fn track_ends(finished: &[FinishedSegment]) -> Vec<(f64, f64)> {
+    finished
+        .iter()
+        .flat_map(|segment| fragments(&segment.bytes))
+        .map(|runs| {
+            let end = |track: u32, rate: f64| {
+                let (tfdt, durations, _, _) = &runs[&track];
+                (tfdt + durations.iter().map(|&d| u64::from(d)).sum::<u64>()) as f64 / rate
+            };
+            (end(VIDEO_TRACK_ID, 90_000.0), end(AUDIO_TRACK_ID, 48_000.0))
+        })
+        .collect()
+}
+
+#[test]
+fn audio_arriving_after_the_video_still_ends_each_part_with_the_video() {
+    // Audio reaches the packager 50 ms after video of the same time (encoders and RTMP
+    // interleave loosely). Each part must still carry the audio up to its video end, or a
+    // player's buffer (which ends at the earlier track) has holes at part boundaries.
+    let clip = Clip::video(30, 30, Some(aac()));
+    let mut samples = clip.samples();
+    let late = Duration::from_millis(50);
+    samples.sort_by_key(|(sample, wall)| match sample.kind {
+        TrackKind::Audio => *wall + late,
+        TrackKind::Video => *wall,
+    });
+    let mut stream = LiveStream::new(HlsConfig::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    let mut finished = Vec::new();
+    for (sample, wall) in samples {
+        stream.push(sample, wall);
+        finished.extend(stream.take_finished());
+    }
+    assert!(finished.len() >= 10, "{} segments", finished.len());
+    check_media(&finished, true);
+    let frame = 1024.0 / 48_000.0;
+    for (index, (video_end, audio_end)) in track_ends(&finished).into_iter().enumerate() {
+        assert!(
+            audio_end >= video_end && audio_end - video_end < frame,
+            "fragment {index}: video ends at {video_end:.4} s, audio at {audio_end:.4} s"
+        );
+    }
+}
+
+#[test]
+fn audio_that_stops_holds_the_video_back_by_at_most_a_part_target() {
+    // Audio stops after 2 s (a muted or dead track): video parts keep coming, at most
+    // PART-TARGET behind the newest video frame.
+    let clip = Clip::video(30, 30, Some(aac()));
+    let mut stream = LiveStream::new(HlsConfig::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    let mut published_parts = 0;
+    let mut last_video = 0.0;
+    for (sample, wall) in clip.samples() {
+        let seconds = wall.duration_since(wall0()).unwrap().as_secs_f64();
+        if sample.kind == TrackKind::Audio && seconds >= 2.0 {
+            continue;
+        }
+        if sample.kind == TrackKind::Video {
+            last_video = seconds;
+        }
+        published_parts += stream.push(sample, wall).parts;
+    }
+    let part_seconds = 0.2;
+    // 12 s of video in 0.2 s parts, minus what may still wait (the held frame, a part
+    // target of interleaving and the open part).
+    let expected = ((last_video - 3.0 * part_seconds) / part_seconds).floor() as usize;
+    assert!(
+        published_parts >= expected,
+        "{published_parts} parts published, expected at least {expected}"
+    );
+}
+
+#[test]
+fn millisecond_timestamps_at_30_fps_make_full_200_ms_parts() {
+    // RTMP carries milliseconds: 30 fps arrives as 33, 33, 34 ms frames. Six frames make
+    // exactly 200 ms; a part must not close at five (167 ms, under the 85 % of PART-TARGET
+    // RFC 8216bis asks of all but a segment's last part) and leave a one-frame part behind.
+    let clip = Clip::video(30, 30, None);
+    let mut stream = LiveStream::new(HlsConfig::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    for (mut sample, wall) in clip.samples() {
+        let frame = (sample.dts - clip.video_start) / 3000;
+        sample.dts = clip.video_start + (frame * 1000 + 15) / 30 * 90;
+        stream.push(sample, wall);
+    }
+    let playlist = m3u8::parse(&stream.playlist().unwrap()).unwrap();
+    let complete: Vec<_> = playlist
+        .segments
+        .iter()
+        .filter(|s| !s.parts.is_empty())
+        .collect();
+    assert!(complete.len() >= 2);
+    for segment in complete {
+        let durations: Vec<f64> = segment.parts.iter().map(|p| p.duration).collect();
+        assert_eq!(durations, vec![0.2; 5], "{}", segment.uri);
+    }
+}
+
+#[test]
+fn program_date_times_advance_with_the_media_not_with_arrival_jitter() {
+    // Capture times jitter by ±40 ms (network, encoder bursts); the dates in the playlist
+    // must still follow the media exactly, or players that align reloads by date (hls.js)
+    // shift their timeline and leave holes.
+    let clip = Clip::video(30, 30, Some(aac()));
+    let mut stream = LiveStream::new(HlsConfig::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    let mut finished = Vec::new();
+    for (index, (sample, wall)) in clip.samples().into_iter().enumerate() {
+        let jitter = Duration::from_millis(40);
+        let wall = if index % 2 == 0 {
+            wall + jitter
+        } else {
+            wall - jitter
+        };
+        stream.push(sample, wall);
+        finished.extend(stream.take_finished());
+    }
+    assert!(finished.len() >= 10);
+    for pair in finished.windows(2) {
+        let between = pair[1]
+            .record
+            .program_date_time
+            .duration_since(pair[0].record.program_date_time)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (between - pair[0].record.duration).abs() < 1e-6,
+            "{} starts {between} s after {}, which lasts {} s",
+            pair[1].record.uri,
+            pair[0].record.uri,
+            pair[0].record.duration
+        );
+    }
+}
+
 fn part_duration_text(seconds: f64) -> String {
     format!("{:.5}", (seconds * 100_000.0).floor() / 100_000.0)
 }
@@ -619,13 +756,29 @@ fn an_interrupted_source_publishes_its_last_frames_and_resumes_after_a_discontin
     stream.interrupt();
     finished.extend(stream.take_finished());
     watcher.check(&stream);
-    assert_eq!(finished.len(), 3, "the open segment was published at once");
-    let total: f64 = finished.iter().map(|f| f.record.duration).sum();
-    assert!((total - 5.0).abs() < 1e-9, "{total}");
+    // Every frame is in a listed part at once; the segment stays open (no window slide in
+    // this update) until the source returns or the stream ends.
+    assert_eq!(finished.len(), 2, "the open segment stays open");
     let text = stream.playlist().unwrap();
     assert!(
         !text.contains("PRELOAD-HINT") && !text.contains("ENDLIST"),
         "{text}"
+    );
+    let playlist = m3u8::parse(&text).unwrap();
+    let listed: f64 = playlist.segments.iter().map(|s| s.duration).sum::<f64>()
+        + playlist
+            .trailing_parts
+            .iter()
+            .map(|p| p.duration)
+            .sum::<f64>();
+    let first_listed = playlist.media_sequence as usize;
+    let archived_before: f64 = finished[..first_listed]
+        .iter()
+        .map(|f| f.record.duration)
+        .sum();
+    assert!(
+        (archived_before + listed - 5.0).abs() < 0.01,
+        "{listed} s listed\n{text}"
     );
     // Nothing is taken until the source (or another) is set again; then the same tracks
     // continue after a discontinuity, with timestamps that start over.
@@ -638,6 +791,8 @@ fn an_interrupted_source_publishes_its_last_frames_and_resumes_after_a_discontin
         }
         finished.extend(stream.take_finished());
     }
+    let total: f64 = finished[..3].iter().map(|f| f.record.duration).sum();
+    assert!((total - 5.0).abs() < 1e-9, "{total}");
     assert!(finished[3].record.discontinuity, "{:?}", finished[3].record);
     assert!(
         stream
