@@ -5,24 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, eventually};
+use common::{KEY, SECRET, Server, eventually, mint};
 use futures_util::{SinkExt, StreamExt};
 use roomcast_client::whep::http_request;
 use roomcast_client::{Participant, ParticipantOptions, PublishOptions};
 use tokio_tungstenite::tungstenite::Message;
-
-const KEY: &str = "ops-key";
-const SECRET: &str = "an-api-secret-for-tests-32-bytes-or-more";
-
-fn mint(room: &str, identity: &str, grants: &str) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["token", "create", "--api-key", KEY, "--api-secret", SECRET])
-        .args(["--room", room, "--identity", identity, "--grant", grants])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
 
 async fn admin(
     server: &Server,

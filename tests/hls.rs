@@ -12,7 +12,7 @@ mod m3u8;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HttpResponse, Server, eventually, temp_dir};
+use common::{HttpResponse, KEY, SECRET, Server, eventually, mint, temp_dir};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -314,10 +314,86 @@ async fn rtmp_is_packaged_as_ll_hls_that_follows_the_rfc_decodes_and_becomes_a_r
         (played - duration).abs() < 1.0,
         "played {played} s of {duration} s"
     );
-    // The live URL now ends too, so players stop cleanly.
-    let live = m3u8::parse(&server.fetch("/hls/talk/index.m3u8").text()).unwrap();
+    // The live URL now ends too, so players stop cleanly; briefly cached, as the room's next
+    // broadcast may start at any moment.
+    let ended = server.fetch("/hls/talk/index.m3u8");
+    assert_eq!(ended.header("cache-control"), Some("public, max-age=1"));
+    let live = m3u8::parse(&ended.text()).unwrap();
     assert!(live.ended);
     assert_eq!(server.metric("roomcast_hls_live_broadcasts"), 0);
+
+    // The room's next broadcast continues the media sequence numbers, so a cached answer to
+    // `?_HLS_msn=N` can never be the previous broadcast's playlist.
+    let last_msn = live.segments.last().unwrap().msn;
+    let _again = Encoder::obs(&server.rtmp, "talk", "640x360", None);
+    let next = eventually(Duration::from_secs(30), "the next broadcast", || {
+        let playlist = m3u8::parse(&server.fetch("/hls/talk/index.m3u8").text())?;
+        if playlist.ended || playlist.segments.is_empty() {
+            return Err("still the ended broadcast".to_string());
+        }
+        Ok(playlist)
+    })
+    .await;
+    assert!(
+        next.segments[0].msn > last_msn,
+        "the next broadcast starts at {} after {last_msn}",
+        next.segments[0].msn
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_dev_mode_playlists_need_a_subscribe_token_and_are_cached_privately() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = Server::start_with(&["--api-key", KEY, "--api-secret", SECRET]);
+    let viewer = mint("stage", "viewer", "subscribe");
+    let elsewhere = mint("elsewhere", "viewer", "subscribe");
+    let _encoder = Encoder::obs(
+        &server.rtmp,
+        &mint("stage", "obs", "ingest"),
+        "640x360",
+        None,
+    );
+
+    // Refusals name the scheme (RFC 6750 §3), and say why.
+    let anonymous = server.fetch("/hls/stage/index.m3u8");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some(r#"Bearer realm="roomcast""#)
+    );
+    assert!(anonymous.text().contains("?token="), "{}", anonymous.text());
+    let wrong_room = server.fetch(&format!("/hls/stage/index.m3u8?token={elsewhere}"));
+    assert_eq!(wrong_room.status, 401, "{}", wrong_room.text());
+    assert_eq!(
+        wrong_room.header("www-authenticate"),
+        Some(r#"Bearer realm="roomcast", error="invalid_token""#)
+    );
+
+    // A token in the URL or as a Bearer header lets a viewer in; shared caches must not keep
+    // what a token unlocked.
+    let in_url = format!("/hls/stage/index.m3u8?token={viewer}");
+    let playlist = eventually(Duration::from_secs(30), "the live playlist", || {
+        let response = server.fetch(&in_url);
+        if response.status == 200 {
+            Ok(response)
+        } else {
+            Err(format!("{} {}", response.status, response.text()))
+        }
+    })
+    .await;
+    assert_eq!(playlist.header("cache-control"), Some("private, max-age=1"));
+    let bearer = format!("Bearer {viewer}");
+    let with_header =
+        server.fetch_with_headers("/hls/stage/index.m3u8", &[("Authorization", &bearer)]);
+    assert_eq!(with_header.status, 200, "{}", with_header.text());
+    assert_eq!(
+        with_header.header("cache-control"),
+        Some("private, max-age=1")
+    );
+
+    // RFC 8216bis §6.2.5.2: _HLS_part without _HLS_msn is a client error.
+    let part_only = server.fetch(&format!("{in_url}&_HLS_part=0"));
+    assert_eq!(part_only.status, 400, "{}", part_only.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

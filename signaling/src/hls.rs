@@ -182,14 +182,25 @@ impl Hls {
         let mut entry = self
             .broadcasts
             .entry(room.to_owned())
-            .or_insert_with(|| self.start_broadcast(room, sfu));
+            .or_insert_with(|| self.start_broadcast(room, sfu, 0));
         if !entry.is_live() {
-            *entry = self.start_broadcast(room, sfu);
+            // Continue the ended broadcast's media sequence numbers (see LiveStream::continuing).
+            let first_msn = entry
+                .stream
+                .lock()
+                .expect("stream lock")
+                .next_media_sequence();
+            *entry = self.start_broadcast(room, sfu, first_msn);
         }
         entry.clone()
     }
 
-    fn start_broadcast(self: &Arc<Self>, room: &str, sfu: &Arc<Sfu>) -> Arc<Broadcast> {
+    fn start_broadcast(
+        self: &Arc<Self>,
+        room: &str,
+        sfu: &Arc<Sfu>,
+        first_msn: u64,
+    ) -> Arc<Broadcast> {
         let started_at = SystemTime::now();
         let id = format!(
             "{}-{:016x}",
@@ -210,7 +221,7 @@ impl Hls {
             room: room.to_owned(),
             started_at,
             host: Mutex::new(String::new()),
-            stream: Mutex::new(LiveStream::new(config)),
+            stream: Mutex::new(LiveStream::continuing(config, first_msn)),
             changed: watch::channel(0).0,
             inbox,
             ended: AtomicBool::new(false),
@@ -852,6 +863,39 @@ fn plain(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// How a playlist request was let in, which decides who may cache the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Viewer {
+    /// Viewing is open: shared caches (a CDN) may keep playlists.
+    Anyone,
+    /// A token let it in: only the viewer's own cache may keep it.
+    WithToken,
+}
+
+impl Viewer {
+    fn cache_control(self, max_age_secs: u32) -> String {
+        match self {
+            Viewer::Anyone => format!("public, max-age={max_age_secs}"),
+            Viewer::WithToken => format!("private, max-age={max_age_secs}"),
+        }
+    }
+}
+
+/// 401 with the RFC 6750 challenge, so clients and proxies know a Bearer token is wanted.
+fn unauthorized(message: impl Into<String>, invalid_token: bool) -> Box<Response> {
+    let mut response = plain(StatusCode::UNAUTHORIZED, message);
+    let challenge = if invalid_token {
+        r#"Bearer realm="roomcast", error="invalid_token""#
+    } else {
+        r#"Bearer realm="roomcast""#
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    Box::new(response)
+}
+
 /// Viewing rule for HLS playlists: open in dev mode and with `--anonymous-viewers`, else a
 /// token for the room with the subscribe grant (`?token=` or `Authorization: Bearer`). Media
 /// URLs carry the broadcast id and need no token: they are only known from a playlist.
@@ -860,12 +904,12 @@ fn authorize_viewer(
     room: &str,
     headers: &HeaderMap,
     query_token: Option<&str>,
-) -> Result<(), Box<Response>> {
+) -> Result<Viewer, Box<Response>> {
     let Some(credentials) = state.credentials.as_ref() else {
-        return Ok(());
+        return Ok(Viewer::Anyone);
     };
     if state.anonymous_viewers {
-        return Ok(());
+        return Ok(Viewer::Anyone);
     }
     let token = query_token.or_else(|| {
         headers
@@ -875,11 +919,11 @@ fn authorize_viewer(
             .map(str::trim)
     });
     let Some(token) = token else {
-        return Err(Box::new(plain(
-            StatusCode::UNAUTHORIZED,
+        return Err(unauthorized(
             "this server needs an access token with the subscribe grant: add ?token=… to the \
              playlist URL",
-        )));
+            false,
+        ));
     };
     let now_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -889,9 +933,10 @@ fn authorize_viewer(
             roomcast_auth::require_room(&claims, room)?;
             roomcast_auth::require_grant(&claims, roomcast_auth::Grant::Subscribe)
         })
+        .map(|_| Viewer::WithToken)
         .map_err(|refused| {
             warn!(%room, code = refused.code(), "HLS playlist refused: {refused}");
-            Box::new(plain(StatusCode::UNAUTHORIZED, refused.to_string()))
+            unauthorized(refused.to_string(), true)
         })
 }
 
@@ -906,8 +951,15 @@ pub(crate) async fn live_playlist(
     hls.metrics
         .playlist_requests
         .fetch_add(1, Ordering::Relaxed);
-    if let Err(refused) = authorize_viewer(&state, &room, &headers, query.token.as_deref()) {
-        return *refused;
+    let viewer = match authorize_viewer(&state, &room, &headers, query.token.as_deref()) {
+        Ok(viewer) => viewer,
+        Err(refused) => return *refused,
+    };
+    if query.part.is_some() && query.msn.is_none() {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "_HLS_part needs _HLS_msn (RFC 8216bis §6.2.5.2)",
+        );
     }
     let Some(broadcast) = hls.broadcast(&room) else {
         return plain(
@@ -968,18 +1020,18 @@ pub(crate) async fn live_playlist(
             format!("room {room:?} is live but its first segment is not ready yet; retry shortly"),
         );
     };
-    // A blocking response is the playlist at a given point and never changes; a plain reload
-    // must be fresh within about a part.
-    let cache = if blocking {
-        "public, max-age=60"
-    } else if broadcast.is_live() {
-        "public, max-age=1"
+    // A blocking response is the playlist at a given point and never changes (a room's next
+    // broadcast continues the media sequence numbers, so the same URL never means another
+    // broadcast); a plain reload must be fresh within about a part, and so must an ended
+    // playlist: the room's next broadcast may start at any moment.
+    let cache = if blocking && broadcast.is_live() {
+        viewer.cache_control(60)
     } else {
-        "public, max-age=60"
+        viewer.cache_control(1)
     };
     (
         [
-            (header::CONTENT_TYPE, PLAYLIST_TYPE),
+            (header::CONTENT_TYPE, PLAYLIST_TYPE.to_owned()),
             (header::CACHE_CONTROL, cache),
         ],
         playlist,
@@ -1058,9 +1110,11 @@ pub(crate) async fn media(
             format!("no broadcast {broadcast_id:?} in room {room:?} (its replay may have expired)"),
         );
     };
+    let mut viewer = Viewer::Anyone;
     if file == "index.m3u8" {
-        if let Err(refused) = authorize_viewer(&state, &room, &headers, query.token.as_deref()) {
-            return *refused;
+        match authorize_viewer(&state, &room, &headers, query.token.as_deref()) {
+            Ok(allowed) => viewer = allowed,
+            Err(refused) => return *refused,
         }
         if replay.ended_at_ms.is_none() {
             return plain(
@@ -1078,8 +1132,8 @@ pub(crate) async fn media(
             if file == "index.m3u8" {
                 (
                     [
-                        (header::CONTENT_TYPE, content_type),
-                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                        (header::CONTENT_TYPE, content_type.to_owned()),
+                        (header::CACHE_CONTROL, viewer.cache_control(3600)),
                     ],
                     Body::from(bytes),
                 )

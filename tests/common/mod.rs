@@ -157,13 +157,22 @@ impl Server {
 
     /// A plain HTTP/1.0 GET with the headers and the raw body.
     pub fn fetch(&self, path: &str) -> HttpResponse {
+        self.fetch_with_headers(path, &[])
+    }
+
+    /// [`Server::fetch`] with extra request headers (name, value).
+    pub fn fetch_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         let mut stream = TcpStream::connect(self.host_port()).expect("server accepts TCP");
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         write!(
             stream,
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n{extra}\r\n",
             self.host_port()
         )
         .unwrap();
@@ -246,4 +255,20 @@ pub async fn eventually<T>(
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+/// The API key and secret of servers started with credentials (`--api-key KEY --api-secret
+/// SECRET`), and [`mint`] for their tokens.
+pub const KEY: &str = "ops-key";
+pub const SECRET: &str = "an-api-secret-for-tests-32-bytes-or-more";
+
+/// An access token from `roomcast token create`, as an operator mints one.
+pub fn mint(room: &str, identity: &str, grants: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["token", "create", "--api-key", KEY, "--api-secret", SECRET])
+        .args(["--room", room, "--identity", identity, "--grant", grants])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }

@@ -276,6 +276,8 @@ pub struct LiveStream {
     next_init_id: u64,
     /// Media sequence number of the segment in progress (or the next one).
     next_msn: u64,
+    /// The first segment's media sequence number ([`LiveStream::continuing`]).
+    first_msn: u64,
     /// Discontinuity sequence number of the latest complete segment.
     discontinuity_sequence: u64,
     /// The next segment opened follows a restart.
@@ -491,6 +493,13 @@ fn round_secs(duration: Duration) -> u64 {
 impl LiveStream {
     /// A stream with nothing in it yet; out-of-range settings are raised to their minimum.
     pub fn new(config: HlsConfig) -> Self {
+        Self::continuing(config, 0)
+    }
+
+    /// A stream whose first segment has media sequence number `first_msn`: a room's next
+    /// broadcast continues the numbers of the one before, so a cached response for
+    /// `?_HLS_msn=N` at the room's playlist URL can never be the previous broadcast's.
+    pub fn continuing(config: HlsConfig, first_msn: u64) -> Self {
         let part_target = config.part_target.max(Duration::from_millis(10));
         let config = HlsConfig {
             part_target,
@@ -505,7 +514,8 @@ impl LiveStream {
             segments: VecDeque::new(),
             inits: VecDeque::new(),
             next_init_id: 0,
-            next_msn: 0,
+            next_msn: first_msn,
+            first_msn,
             discontinuity_sequence: 0,
             pending_discontinuity: false,
             target_duration: None,
@@ -577,7 +587,7 @@ impl LiveStream {
             segment_target_ticks: duration_to_ticks(self.config.segment_target, timescale),
             clock_anchor: None,
         });
-        self.pending_discontinuity = self.next_msn > 0;
+        self.pending_discontinuity = self.next_msn > self.first_msn;
         self.drop_unused_inits();
         Ok(())
     }
@@ -657,6 +667,12 @@ impl LiveStream {
         self.period = None;
         self.ended = true;
         self.drop_unused_inits();
+    }
+
+    /// The media sequence number the next segment would have (for
+    /// [`LiveStream::continuing`]).
+    pub fn next_media_sequence(&self) -> u64 {
+        self.next_msn + u64::from(self.open.as_ref().is_some_and(|o| !o.parts.is_empty()))
     }
 
     pub fn is_ended(&self) -> bool {

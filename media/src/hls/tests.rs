@@ -711,6 +711,35 @@ fn a_restart_adds_a_discontinuity_and_a_new_map() {
 }
 
 #[test]
+fn a_continuing_stream_numbers_its_segments_after_the_previous_broadcast() {
+    let clip = Clip {
+        seconds: 4,
+        ..Clip::video(30, 30, Some(aac()))
+    };
+    let (mut first, _, _) = run(HlsConfig::default(), &clip);
+    first.end();
+    let next = first.next_media_sequence();
+    assert_eq!(next, 4, "4 s of 1 s segments");
+    let mut stream = LiveStream::continuing(HlsConfig::default(), next);
+    stream.set_tracks(clip.tracks()).unwrap();
+    let mut watcher = Watcher::default();
+    for (sample, wall) in clip.samples() {
+        if stream.push(sample, wall).any() {
+            watcher.check(&stream);
+        }
+    }
+    let text = stream.playlist().unwrap();
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
+    assert!(text.contains("\nseg-4.m4s\n"), "{text}");
+    assert!(
+        !text.contains("DISCONTINUITY"),
+        "a new broadcast is not a discontinuity\n{text}"
+    );
+    assert!(matches!(stream.get("seg-4.m4s"), Lookup::Found(_)));
+    assert_eq!(stream.get("seg-3.m4s"), Lookup::Gone);
+}
+
+#[test]
 fn end_flushes_and_closes_the_playlist() {
     let clip = Clip {
         seconds: 5,
