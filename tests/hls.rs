@@ -339,6 +339,17 @@ async fn rtmp_is_packaged_as_ll_hls_that_follows_the_rfc_decodes_and_becomes_a_r
         "the next broadcast starts at {} after {last_msn}",
         next.segments[0].msn
     );
+    // Players of the ended broadcast still get the parts its final playlist lists.
+    let old_part = live
+        .segments
+        .iter()
+        .rev()
+        .find_map(|s| s.parts.last())
+        .expect("the final playlist lists the last parts")
+        .uri
+        .clone();
+    let response = server.fetch(&format!("/hls/talk/{old_part}"));
+    assert_eq!(response.status, 200, "{old_part}: {}", response.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,13 +80,21 @@ impl Default for HlsSettings {
 }
 
 /// Inputs of one broadcast's task.
-enum Input {
+///
+/// Two channels: [`Control`] is unbounded and never dropped (a lost stage change or track
+/// announcement would leave a broadcast wrong until its source reconnects; there are a few per
+/// minute at most), [`Media`] is bounded and dropped when full (a packager that falls behind
+/// loses packets, never the SFU or the RTMP edge their pace). The task reads control first.
+enum Control {
     Stage(Option<StageSource>),
-    Rtp(StageRtp),
     IngestTracks {
         participant: ParticipantId,
         tracks: Tracks,
     },
+}
+
+enum Media {
+    Rtp(StageRtp),
     IngestSample {
         participant: ParticipantId,
         sample: Sample,
@@ -104,7 +112,12 @@ pub struct Broadcast {
     stream: Mutex<LiveStream>,
     /// Bumped whenever the playlist changes; blocked requests wait on it.
     changed: watch::Sender<u64>,
-    inbox: mpsc::Sender<Input>,
+    control: mpsc::UnboundedSender<Control>,
+    media: mpsc::Sender<Media>,
+    /// The stage participant the dispatcher last routed here (the RTMP edge feeds only that).
+    on_stage: Mutex<Option<ParticipantId>>,
+    /// Set before the task stops reading `control`: a sender that finds the channel closed
+    /// finds the broadcast ended, and [`Hls::live_broadcast`] makes the next one.
     ended: AtomicBool,
     /// When it ended: it keeps answering with its final playlist for [`ENDED_BROADCAST_KEPT`]
     /// (players play out and stop), then [`run_janitor`] frees its memory; its replay, if any,
@@ -119,7 +132,7 @@ impl Broadcast {
 
     /// Live and with a playlist to serve (the first segment is complete).
     pub fn is_playable(&self) -> bool {
-        self.is_live() && self.stream.lock().expect("stream lock").has_playlist()
+        self.is_live() && self.stream().has_playlist()
     }
 
     pub fn host(&self) -> String {
@@ -128,6 +141,34 @@ impl Broadcast {
 
     fn bump(&self) {
         self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// The packager's state. A panic in the task (see [`EndOnDrop`]) leaves it as it was;
+    /// the broadcast is ended by then and its last playlist is still worth serving.
+    fn stream(&self) -> std::sync::MutexGuard<'_, LiveStream> {
+        self.stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_ended(&self) {
+        let _ = self.ended_at.set(Instant::now());
+        self.ended.store(true, Ordering::Release);
+        self.bump();
+    }
+}
+
+/// Ends the broadcast if its task stops any other way than through [`BroadcastTask::end`] (a
+/// panic): players get no more waiting, and the next stage report starts a new broadcast.
+struct EndOnDrop(Arc<Broadcast>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if self.0.is_live() {
+            warn!(room = %self.0.room, broadcast = %self.0.id, "the HLS packager stopped unexpectedly; the broadcast ends");
+            self.0.stream().end();
+            self.0.mark_ended();
+        }
     }
 }
 
@@ -146,6 +187,9 @@ pub struct HlsMetrics {
 pub struct Hls {
     pub settings: HlsSettings,
     broadcasts: DashMap<String, Arc<Broadcast>>,
+    /// Per room, the ended broadcast the current one replaced, until [`run_janitor`] frees it:
+    /// its players may still fetch the last parts its final playlist lists.
+    replaced: DashMap<String, Arc<Broadcast>>,
     pub replays: Option<ReplayStore>,
     pub metrics: HlsMetrics,
 }
@@ -167,6 +211,7 @@ impl Hls {
         Ok(Hls {
             settings,
             broadcasts: DashMap::new(),
+            replaced: DashMap::new(),
             replays,
             metrics: HlsMetrics::default(),
         })
@@ -185,12 +230,9 @@ impl Hls {
             .or_insert_with(|| self.start_broadcast(room, sfu, 0));
         if !entry.is_live() {
             // Continue the ended broadcast's media sequence numbers (see LiveStream::continuing).
-            let first_msn = entry
-                .stream
-                .lock()
-                .expect("stream lock")
-                .next_media_sequence();
-            *entry = self.start_broadcast(room, sfu, first_msn);
+            let first_msn = entry.stream().next_media_sequence();
+            let ended = std::mem::replace(&mut *entry, self.start_broadcast(room, sfu, first_msn));
+            self.replaced.insert(room.to_owned(), ended);
         }
         entry.clone()
     }
@@ -215,7 +257,8 @@ impl Hls {
             window: self.settings.window,
             uri_prefix: format!("{id}/"),
         };
-        let (inbox, inputs) = mpsc::channel(INBOX_CAPACITY);
+        let (control, control_inputs) = mpsc::unbounded_channel();
+        let (media, media_inputs) = mpsc::channel(INBOX_CAPACITY);
         let broadcast = Arc::new(Broadcast {
             id: id.clone(),
             room: room.to_owned(),
@@ -223,7 +266,9 @@ impl Hls {
             host: Mutex::new(String::new()),
             stream: Mutex::new(LiveStream::continuing(config, first_msn)),
             changed: watch::channel(0).0,
-            inbox,
+            control,
+            media,
+            on_stage: Mutex::new(None),
             ended: AtomicBool::new(false),
             ended_at: std::sync::OnceLock::new(),
         });
@@ -232,20 +277,23 @@ impl Hls {
             .fetch_add(1, Ordering::Relaxed);
         let span = info_span!("broadcast", %room, broadcast = %id);
         let task = BroadcastTask::new(self.clone(), sfu.clone(), broadcast.clone());
-        tokio::spawn(task.run(inputs).instrument(span));
+        tokio::spawn(task.run(control_inputs, media_inputs).instrument(span));
         broadcast
     }
 
     /// From the RTMP edge: the codec parameters of its stream (sent again whenever they change
     /// or the room's broadcast is new).
     pub fn ingest_tracks(&self, room: &str, participant: ParticipantId, tracks: Tracks) -> bool {
-        self.send(
-            room,
-            Input::IngestTracks {
-                participant,
-                tracks,
-            },
-        )
+        self.broadcast(room)
+            .filter(|b| b.is_live())
+            .is_some_and(|b| {
+                b.control
+                    .send(Control::IngestTracks {
+                        participant,
+                        tracks,
+                    })
+                    .is_ok()
+            })
     }
 
     /// From the RTMP edge: one access unit or audio frame. Returns the broadcast it went to
@@ -257,31 +305,54 @@ impl Hls {
         sample: Sample,
         wall_clock: SystemTime,
     ) -> bool {
-        self.send(
-            room,
-            Input::IngestSample {
-                participant,
-                sample,
-                wall_clock,
-            },
-        )
-    }
-
-    /// The id of the room's live broadcast, if any.
-    pub fn live_id(&self, room: &str) -> Option<String> {
-        self.broadcast(room)
-            .filter(|b| b.is_live())
-            .map(|b| b.id.clone())
-    }
-
-    fn send(&self, room: &str, input: Input) -> bool {
         let Some(broadcast) = self.broadcast(room).filter(|b| b.is_live()) else {
             return false;
         };
-        if broadcast.inbox.try_send(input).is_err() {
-            self.metrics.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+        let sample = Media::IngestSample {
+            participant,
+            sample,
+            wall_clock,
+        };
+        match broadcast.media.try_send(sample) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.inputs_dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-        true
+    }
+
+    /// The id of the room's live broadcast if `participant` is its stage: the RTMP edge
+    /// feeds only then.
+    pub fn live_id_on_stage(&self, room: &str, participant: ParticipantId) -> Option<String> {
+        self.broadcast(room)
+            .filter(|b| b.is_live() && *b.on_stage.lock().expect("stage lock") == Some(participant))
+            .map(|b| b.id.clone())
+    }
+
+    /// Routes a stage change to the room's broadcast; `Some` starts one if none is live.
+    /// Never lost: a broadcast that ended meanwhile has closed its control channel (after
+    /// marking itself ended), and the next attempt finds or makes its successor.
+    fn deliver_stage(
+        self: &Arc<Self>,
+        room: &str,
+        sfu: &Arc<Sfu>,
+        stage: Option<StageSource>,
+    ) -> Option<Arc<Broadcast>> {
+        let mut stage = stage;
+        loop {
+            let broadcast = match &stage {
+                Some(_) => self.live_broadcast(room, sfu),
+                None => self.broadcast(room).filter(|b| b.is_live())?,
+            };
+            *broadcast.on_stage.lock().expect("stage lock") = stage.as_ref().map(|s| s.participant);
+            match broadcast.control.send(Control::Stage(stage)) {
+                Ok(()) => return Some(broadcast),
+                Err(mpsc::error::SendError(Control::Stage(returned))) => stage = returned,
+                Err(mpsc::error::SendError(_)) => return None,
+            }
+        }
     }
 
     pub fn render_metrics(&self) -> String {
@@ -339,46 +410,41 @@ impl Hls {
 pub async fn run_stage_dispatcher(state: Arc<AppState>, mut tap: StageReceiver) {
     let hls = state.hls.clone();
     // The stage of each room and where its packets go; only stages are in here.
-    let mut stages: HashMap<Arc<str>, ParticipantId> = HashMap::new();
-    let mut inboxes: HashMap<ParticipantId, (Arc<str>, mpsc::Sender<Input>)> = HashMap::new();
+    let mut stages: HashMap<Arc<str>, StageSource> = HashMap::new();
+    let mut inboxes: HashMap<ParticipantId, (Arc<str>, mpsc::Sender<Media>)> = HashMap::new();
     loop {
         tokio::select! {
             biased;
             change = tap.changes.recv() => {
                 let Some(change) = change else { return };
                 if let Some(old) = stages.remove(&change.room) {
-                    inboxes.remove(&old);
+                    inboxes.remove(&old.participant);
                 }
-                match change.stage {
-                    Some(source) => {
-                        let broadcast = hls.live_broadcast(&change.room, &state.sfu);
-                        stages.insert(change.room.clone(), source.participant);
-                        inboxes.insert(source.participant, (change.room.clone(), broadcast.inbox.clone()));
-                        let _ = broadcast.inbox.send(Input::Stage(Some(source))).await;
-                    }
-                    None => {
-                        if let Some(broadcast) = hls.broadcast(&change.room).filter(|b| b.is_live()) {
-                            let _ = broadcast.inbox.send(Input::Stage(None)).await;
-                        }
-                    }
+                let source = change.stage.clone();
+                let broadcast = hls.deliver_stage(&change.room, &state.sfu, change.stage);
+                if let (Some(source), Some(broadcast)) = (source, broadcast) {
+                    inboxes.insert(source.participant, (change.room.clone(), broadcast.media.clone()));
+                    stages.insert(change.room.clone(), source);
                 }
             }
             packet = tap.packets.recv() => {
                 let Some(packet) = packet else { return };
                 let Some((room, inbox)) = inboxes.get_mut(&packet.participant) else { continue };
-                match inbox.try_send(Input::Rtp(packet)) {
+                match inbox.try_send(Media::Rtp(packet)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         hls.metrics.inputs_dropped.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Closed(Input::Rtp(packet))) => {
-                        // The broadcast ended while its stage was still reported: a new one.
-                        let broadcast = hls.live_broadcast(room, &state.sfu);
-                        let participant = packet.participant;
-                        *inbox = broadcast.inbox.clone();
-                        let name = String::new();
-                        let _ = inbox.try_send(Input::Stage(Some(StageSource { participant, name, ingest: false })));
-                        let _ = inbox.try_send(Input::Rtp(packet));
+                    Err(mpsc::error::TrySendError::Closed(Media::Rtp(packet))) => {
+                        // The broadcast ended (its task stopped) while its stage was still
+                        // reported: a new one.
+                        let source = stages.get(room).cloned();
+                        if source.is_some()
+                            && let Some(broadcast) = hls.deliver_stage(room, &state.sfu, source)
+                        {
+                            *inbox = broadcast.media.clone();
+                            let _ = inbox.try_send(Media::Rtp(packet));
+                        }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
@@ -393,16 +459,25 @@ pub async fn run_janitor(hls: Arc<Hls>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     for round in 0u64.. {
         tick.tick().await;
-        hls.broadcasts.retain(|_, broadcast| {
+        let kept = |broadcast: &Arc<Broadcast>| {
             broadcast
                 .ended_at
                 .get()
                 .is_none_or(|ended| ended.elapsed() < ENDED_BROADCAST_KEPT)
-        });
-        if round % 6 == 0
-            && let Some(replays) = hls.replays.as_ref()
-        {
-            replays.expire(SystemTime::now());
+        };
+        hls.broadcasts.retain(|_, broadcast| kept(broadcast));
+        hls.replaced.retain(|_, broadcast| kept(broadcast));
+        if round % 6 == 0 && hls.replays.is_some() {
+            // Deleting directories blocks: not on a runtime thread.
+            let hls = hls.clone();
+            let expire = tokio::task::spawn_blocking(move || {
+                if let Some(replays) = hls.replays.as_ref() {
+                    replays.expire(SystemTime::now());
+                }
+            });
+            if let Err(error) = expire.await {
+                warn!("the replay expiry stopped: {error}");
+            }
         }
     }
 }
@@ -427,6 +502,9 @@ struct RtpSource {
 /// How long a WebRTC stage's audio waits for its video's first keyframe before the broadcast
 /// starts audio-only.
 const VIDEO_WAIT: Duration = Duration::from_secs(3);
+/// How long a WebRTC stage's video waits for its first audio packet before the broadcast
+/// starts video-only (audio that comes later joins at a keyframe, after a discontinuity).
+const AUDIO_WAIT: Duration = Duration::from_millis(500);
 
 impl RtpSource {
     fn new(participant: ParticipantId) -> Self {
@@ -493,32 +571,44 @@ impl BroadcastTask {
         }
     }
 
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut media: mpsc::Receiver<Media>,
+    ) {
         info!("broadcast started");
+        let _end_on_panic = EndOnDrop(self.broadcast.clone());
         let mut grace: Option<tokio::time::Instant> = None;
         let mut keyframes = tokio::time::interval(self.hls.settings.segment_target);
         keyframes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                input = inputs.recv() => {
+                biased;
+                input = control.recv() => {
+                    // The registry keeps a sender while the broadcast is current.
                     let Some(input) = input else { break };
                     match input {
-                        Input::Stage(Some(source)) => {
+                        Control::Stage(Some(source)) => {
                             grace = None;
                             self.stage_changed(source).await;
                         }
-                        Input::Stage(None) => {
+                        Control::Stage(None) => {
                             info!("nobody on stage: the broadcast ends unless a source returns");
                             self.stage = None;
                             self.rtp = None;
                             self.interrupt().await;
                             grace = Some(tokio::time::Instant::now() + self.hls.settings.end_grace);
                         }
-                        Input::Rtp(packet) => self.rtp_packet(packet).await,
-                        Input::IngestTracks { participant, tracks } => {
+                        Control::IngestTracks { participant, tracks } => {
                             self.ingest_tracks.insert(participant, tracks);
                         }
-                        Input::IngestSample { participant, sample, wall_clock } => {
+                    }
+                }
+                input = media.recv() => {
+                    let Some(input) = input else { break };
+                    match input {
+                        Media::Rtp(packet) => self.rtp_packet(packet).await,
+                        Media::IngestSample { participant, sample, wall_clock } => {
                             if self.stage.as_ref().is_some_and(|s| s.participant == participant && s.ingest) {
                                 self.apply_ingest_tracks(participant);
                                 self.push(sample, wall_clock).await;
@@ -534,23 +624,27 @@ impl BroadcastTask {
                     }
                 }
                 _ = sleep_until(grace), if grace.is_some() => {
-                    inputs.close();
+                    // Ended first, then closed: whoever finds the channel closed finds the
+                    // broadcast ended and delivers to its successor instead.
+                    self.finish_stream();
+                    control.close();
+                    media.close();
                     // A stage reported while the grace ran out continues in a new broadcast.
                     let mut restage = None;
-                    while let Ok(input) = inputs.try_recv() {
-                        if let Input::Stage(source) = input {
+                    while let Ok(input) = control.try_recv() {
+                        if let Control::Stage(source) = input {
                             restage = source;
                         }
                     }
-                    self.end().await;
                     if let Some(source) = restage {
-                        let next = self.hls.live_broadcast(&self.broadcast.room, &self.sfu);
-                        let _ = next.inbox.send(Input::Stage(Some(source))).await;
+                        self.hls.deliver_stage(&self.broadcast.room, &self.sfu, Some(source));
                     }
+                    self.end().await;
                     return;
                 }
             }
         }
+        self.finish_stream();
         self.end().await;
     }
 
@@ -580,7 +674,7 @@ impl BroadcastTask {
     /// and take the next source's tracks afresh.
     async fn interrupt(&mut self) {
         let finished = {
-            let mut stream = self.broadcast.stream.lock().expect("stream lock");
+            let mut stream = self.broadcast.stream();
             stream.interrupt();
             stream.take_finished()
         };
@@ -600,7 +694,7 @@ impl BroadcastTask {
     }
 
     fn set_tracks(&mut self, tracks: Tracks) {
-        let mut stream = self.broadcast.stream.lock().expect("stream lock");
+        let mut stream = self.broadcast.stream();
         match stream.set_tracks(tracks.clone()) {
             Ok(()) => {
                 info!(
@@ -662,11 +756,15 @@ impl BroadcastTask {
                 if tracks.video.is_none() {
                     return; // no SPS/PPS yet: nothing decodable
                 }
-                if self
-                    .applied
-                    .as_ref()
-                    .is_none_or(|a| a.video != tracks.video)
+                if self.applied.is_none()
+                    && tracks.audio.is_none()
+                    && packet.arrival.saturating_duration_since(first) < AUDIO_WAIT
                 {
+                    return; // give the audio a moment, rather than a discontinuity later
+                }
+                // New video parameters, or audio that started after the video (a host who
+                // joined muted): repackage from this keyframe on, with both tracks.
+                if self.applied.as_ref() != Some(&tracks) {
                     if !unit.keyframe {
                         return;
                     }
@@ -702,7 +800,7 @@ impl BroadcastTask {
                     });
                 }
                 if self.applied.as_ref().is_some_and(|a| a.audio.is_none()) {
-                    return; // the video started first; audio joins at the next change
+                    return; // the video started first; audio joins at its next keyframe
                 }
                 let sample = Sample {
                     kind: TrackKind::Audio,
@@ -728,7 +826,7 @@ impl BroadcastTask {
 
     async fn push(&mut self, sample: Sample, wall_clock: SystemTime) {
         let (published, finished) = {
-            let mut stream = self.broadcast.stream.lock().expect("stream lock");
+            let mut stream = self.broadcast.stream();
             let published = stream.push(sample, wall_clock);
             (published, stream.take_finished())
         };
@@ -796,15 +894,16 @@ impl BroadcastTask {
         }
     }
 
+    /// The playlist ends (`EXT-X-ENDLIST`) and the broadcast is marked ended: players stop
+    /// waiting, and the room's next stage makes a new broadcast.
+    fn finish_stream(&mut self) {
+        self.broadcast.stream().end();
+        self.broadcast.mark_ended();
+    }
+
+    /// After [`BroadcastTask::finish_stream`]: archive the last segment and write the replay.
     async fn end(&mut self) {
-        let finished = {
-            let mut stream = self.broadcast.stream.lock().expect("stream lock");
-            stream.end();
-            stream.take_finished()
-        };
-        let _ = self.broadcast.ended_at.set(Instant::now());
-        self.broadcast.ended.store(true, Ordering::Release);
-        self.broadcast.bump();
+        let finished = self.broadcast.stream().take_finished();
         self.archive(finished).await;
         if let (Some(store), Some(mut info)) = (self.hls.replays.as_ref(), self.replay.take()) {
             info.host = self.broadcast.host();
@@ -973,16 +1072,12 @@ pub(crate) async fn live_playlist(
         // most three target durations.
         let mut changes = broadcast.changed.subscribe();
         let timeout = {
-            let stream = broadcast.stream.lock().expect("stream lock");
+            let stream = broadcast.stream();
             Duration::from_secs(3 * stream.target_duration().max(1))
         };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let readiness = broadcast
-                .stream
-                .lock()
-                .expect("stream lock")
-                .readiness(msn, query.part);
+            let readiness = broadcast.stream().readiness(msn, query.part);
             match readiness {
                 Readiness::Ready => break,
                 Readiness::TooFar => {
@@ -1013,7 +1108,7 @@ pub(crate) async fn live_playlist(
             }
         }
     }
-    let playlist = broadcast.stream.lock().expect("stream lock").playlist();
+    let playlist = broadcast.stream().playlist();
     let Some(playlist) = playlist else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -1050,14 +1145,22 @@ pub(crate) async fn media(
     if !valid_file_name(&file) {
         return plain(StatusCode::NOT_FOUND, format!("no such HLS file {file:?}"));
     }
-    let live = hls.broadcast(&room).filter(|b| b.id == broadcast_id);
+    let live = hls
+        .broadcast(&room)
+        .filter(|b| b.id == broadcast_id)
+        .or_else(|| {
+            hls.replaced
+                .get(&room)
+                .map(|b| b.clone())
+                .filter(|b| b.id == broadcast_id)
+        });
     if let Some(broadcast) = live.filter(|_| file != "index.m3u8") {
         let mut changes = broadcast.changed.subscribe();
         let deadline = tokio::time::Instant::now()
             + 3 * hls.settings.part_target.max(Duration::from_millis(100))
             + Duration::from_secs(1);
         loop {
-            let lookup = broadcast.stream.lock().expect("stream lock").get(&file);
+            let lookup = broadcast.stream().get(&file);
             match lookup {
                 Lookup::Found(resource) => {
                     return immutable(resource.content_type, resource.bytes);

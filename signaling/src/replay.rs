@@ -230,7 +230,8 @@ impl ReplayStore {
 
     /// Delete replays older than the retention. Returns how many went.
     pub fn expire(&self, now: SystemTime) -> usize {
-        let cutoff = unix_ms(now).saturating_sub(self.retention.as_millis() as u64);
+        let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = unix_ms(now).saturating_sub(retention_ms);
         let expired: Vec<String> = self
             .replays
             .read()
@@ -397,10 +398,16 @@ mod tests {
         assert!(playlist.contains("#EXT-X-ENDLIST"));
         assert!(playlist.contains("#EXT-X-DISCONTINUITY"));
 
-        // Retention: an hour after it ended it is deleted, files and all.
+        // Retention: an hour after it ended it is deleted, files and all; a retention too
+        // long to count in milliseconds keeps it.
         let later = UNIX_EPOCH
             + Duration::from_millis(replays[0].ended_at_ms.unwrap())
             + Duration::from_secs(3601);
+        // (2^64 / 1000 + 1 s: its milliseconds wrap to 384 in a u64.)
+        let forever =
+            ReplayStore::open(dir.clone(), Duration::from_secs(18_446_744_073_709_552)).unwrap();
+        assert_eq!(forever.expire(later), 0);
+        drop(forever);
         assert_eq!(store.expire(later), 1);
         assert!(store.list().is_empty());
         assert!(!dir.join(id).exists());

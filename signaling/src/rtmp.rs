@@ -192,13 +192,16 @@ impl HlsFeed {
         sample: Sample,
         capture: Instant,
     ) {
-        let Some(broadcast) = state.hls.live_id(room) else {
-            return; // not (yet) on stage
+        let Some(broadcast) = state.hls.live_id_on_stage(room, participant) else {
+            return; // not (yet) on stage: another publisher is, or nobody
         };
         if self.announced_to.as_deref() != Some(broadcast.as_str()) {
-            state
+            if !state
                 .hls
-                .ingest_tracks(room, participant, self.tracks.clone());
+                .ingest_tracks(room, participant, self.tracks.clone())
+            {
+                return; // it ended just now; the next sample finds its successor
+            }
             self.announced_to = Some(broadcast);
         }
         let now = Instant::now();
