@@ -412,18 +412,28 @@ function clearTimers() {
   }
 }
 
-/** Closes the current peer connection and ends its WHEP session. */
+/**
+ * Ends the current WHEP session, then closes its peer connection. In that order: a closed
+ * connection tells the server at once (DTLS close), which ends the session before the DELETE
+ * arrives, and the DELETE then gets a 404. The old connection's events are ignored already
+ * (`current()`), so it may stay open for the DELETE's round trip.
+ */
 function closePeerConnection() {
-  endSession(session.sessionUrl);
+  const pc = session.pc;
+  const ended = endSession(session.sessionUrl);
   session.sessionUrl = null;
-  session.pc?.close();
   session.pc = null;
+  if (ended) ended.finally(() => pc?.close());
+  else pc?.close();
 }
 
-/** DELETE a session we no longer use; best effort (the server also times sessions out). */
+/**
+ * DELETE a session we no longer use; best effort (the server also times sessions out).
+ * Returns the request's promise (never rejected), or null without a session.
+ */
 function endSession(sessionUrl, { keepalive = false } = {}) {
-  if (!sessionUrl) return;
-  fetch(sessionUrl, { method: 'DELETE', headers: authHeaders(), keepalive }).catch(() => {
+  if (!sessionUrl) return null;
+  return fetch(sessionUrl, { method: 'DELETE', headers: authHeaders(), keepalive }).catch(() => {
     // The server may be gone; it drops the session when its media connection dies.
   });
 }

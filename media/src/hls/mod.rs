@@ -1221,6 +1221,32 @@ impl LiveStream {
         });
     }
 
+    /// The duration of the source's very last secondary sample: its predecessor's, or longer
+    /// so that it reaches the end of the primary track (by at most a part target). Encoders
+    /// stop audio a frame or two before video; a player's buffer ends at the earlier track,
+    /// and hls.js declares the end of a stream only once the middle of the last part is
+    /// buffered, which a short last part then never is.
+    fn last_secondary_duration(&self, dts: u64, duration: u32) -> u32 {
+        let Some(period) = self.period.as_ref() else {
+            return duration;
+        };
+        let Some(track) = period.secondary.as_ref() else {
+            return duration;
+        };
+        if period.part.samples.is_empty() {
+            return duration;
+        }
+        let (primary_rate, rate) = (
+            u128::from(period.primary.timescale.max(1)),
+            u128::from(track.timescale),
+        );
+        let primary_end = u128::from(period.part.base_dts) + u128::from(period.part.ticks);
+        let end = (primary_end * rate).div_ceil(primary_rate);
+        let needed = end.saturating_sub(u128::from(dts));
+        let cap = u128::from(duration) + u128::from(period.part_target_ticks) * rate / primary_rate;
+        u32::try_from(needed.min(cap)).map_or(duration, |needed| needed.max(duration))
+    }
+
     /// Close the current source: held samples get their predecessors' durations, then the
     /// part closes. The segment stays open for the caller to close (or not, see
     /// [`LiveStream::interrupt`]).
@@ -1242,6 +1268,7 @@ impl LiveStream {
             self.add_primary(held, duration);
         }
         if let Some((held, duration)) = secondary {
+            let duration = self.last_secondary_duration(held.dts, duration);
             self.queue_secondary(held, duration);
         }
         self.close_part(true);

@@ -358,6 +358,36 @@ fn audio_arriving_after_the_video_still_ends_each_part_with_the_video() {
 }
 
 #[test]
+fn at_the_end_the_audio_reaches_the_last_video_frame() {
+    // The encoder's audio stops 70 ms before its video (as ffmpeg's does on SIGINT): the last
+    // audio frame is stretched to the video's end, so a player's buffer (the earlier of the
+    // two tracks) covers the whole last part.
+    let clip = Clip {
+        seconds: 5,
+        ..Clip::video(30, 30, Some(aac()))
+    };
+    let mut stream = LiveStream::new(HlsConfig::default());
+    stream.set_tracks(clip.tracks()).unwrap();
+    let mut finished = Vec::new();
+    for (sample, wall) in clip.samples() {
+        let seconds = wall.duration_since(wall0()).unwrap().as_secs_f64();
+        if sample.kind == TrackKind::Audio && seconds > 5.0 - 0.07 - 1.0 / 30.0 {
+            continue;
+        }
+        stream.push(sample, wall);
+        finished.extend(stream.take_finished());
+    }
+    stream.end();
+    finished.extend(stream.take_finished());
+    let (video_end, audio_end) = *track_ends(&finished).last().unwrap();
+    assert!(
+        audio_end >= video_end,
+        "the last part: video ends at {video_end:.4} s, audio at {audio_end:.4} s"
+    );
+    assert!(audio_end - video_end < 1024.0 / 48_000.0);
+}
+
+#[test]
 fn audio_that_stops_holds_the_video_back_by_at_most_a_part_target() {
     // Audio stops after 2 s (a muted or dead track): video parts keep coming, at most
     // PART-TARGET behind the newest video frame.
