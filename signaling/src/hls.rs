@@ -346,9 +346,14 @@ impl Hls {
                 Some(_) => self.live_broadcast(room, sfu),
                 None => self.broadcast(room).filter(|b| b.is_live())?,
             };
-            *broadcast.on_stage.lock().expect("stage lock") = stage.as_ref().map(|s| s.participant);
+            let participant = stage.as_ref().map(|s| s.participant);
             match broadcast.control.send(Control::Stage(stage)) {
-                Ok(()) => return Some(broadcast),
+                Ok(()) => {
+                    // After the send: the RTMP edge feeds once it sees itself on stage, and
+                    // the task (reading control first) then knows the stage before the samples.
+                    *broadcast.on_stage.lock().expect("stage lock") = participant;
+                    return Some(broadcast);
+                }
                 Err(mpsc::error::SendError(Control::Stage(returned))) => stage = returned,
                 Err(mpsc::error::SendError(_)) => return None,
             }
