@@ -4,4 +4,5 @@
 
 pub mod keyframe;
 pub mod rewrite;
+pub mod speaker;
 pub mod throttle;
