@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what roomcast's tests need beyond Rust and Node: Debian's Chromium (driven by
-# playwright-core; never a downloaded browser), ffmpeg (the OBS stand-in pushing RTMP), nginx
+# playwright-core; never a downloaded browser), Firefox ESR (driven over WebDriver BiDi), ffmpeg (the OBS stand-in pushing RTMP), nginx
 # with its stream module (the TLS proxy of nginx/*.conf, in tests/browser/nginx.test.mjs),
 # docker-compose (resolves compose.yaml in tests/deploy.rs; no Docker engine needed), coturn
 # (the TURN relay of tests/browser/turn.test.mjs, started by the test, never as a service), and
@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+# Firefox ESR: the web client's Firefox test (tests/browser/firefox.test.mjs, WebDriver BiDi).
+command -v firefox-esr >/dev/null 2>&1 || apt_packages+=(firefox-esr)
 command -v ffmpeg >/dev/null 2>&1 || apt_packages+=(ffmpeg)
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)

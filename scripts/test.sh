@@ -11,6 +11,8 @@ scripts/install-test-deps.sh
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# The web client has no build step; TypeScript checks its JSDoc types (web-client/jsconfig.json).
+npm run --silent typecheck:web
 
 echo "== Rust tests"
 cargo build --workspace --locked

@@ -166,12 +166,33 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_BROADCAST_END_GRACE_MS", value_name = "MS")]
     broadcast_end_grace_ms: Option<u64>,
 
+    /// SQLite database for chat questions and notices (created if missing; general chat is
+    /// kept in memory only). [default: roomcast-data/chat.sqlite3, relative to the working
+    /// directory]
+    #[arg(long, env = "ROOMCAST_CHAT_DB", value_name = "FILE")]
+    chat_db: Option<PathBuf>,
+
+    /// Word list for the chat filter: one word or phrase a line, `#` starts a comment. Listed
+    /// words are masked with `*` in every message. [default: no filter]
+    #[arg(long, env = "ROOMCAST_CHAT_WORD_LIST", value_name = "FILE")]
+    chat_word_list: Option<PathBuf>,
+
+    /// Chat messages one sender may post per 10 seconds (a burst; it refills evenly).
+    /// [default: 5]
+    #[arg(long, env = "ROOMCAST_CHAT_RATE", value_name = "N")]
+    chat_rate: Option<u32>,
+
+    /// Recent general chat messages a late joiner receives (questions and notices of the
+    /// last day always). [default: 50]
+    #[arg(long, env = "ROOMCAST_CHAT_HISTORY", value_name = "N")]
+    chat_history: Option<usize>,
+
     /// TOML file with any of the settings above (keys: http, rtc_port, public_ip, rtc_bind,
     /// workers, max_participants, max_rooms, max_message_rate, max_message_bytes,
     /// max_connections_per_ip, trust_proxy_headers, anonymous_viewers, rtmp, refuse_bframes, api_key, api_secret, turn_secret,
     /// turn_urls (an array), turn_ttl, tls_cert, tls_key, tls_self_signed, replay_dir,
     /// replay_retention_hours, hls_part_ms, hls_segment_ms, hls_window,
-    /// broadcast_end_grace_ms). Flags and
+    /// broadcast_end_grace_ms, chat_db, chat_word_list, chat_rate, chat_history). Flags and
     /// environment variables override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -208,6 +229,10 @@ struct FileConfig {
     hls_segment_ms: Option<u64>,
     hls_window: Option<usize>,
     broadcast_end_grace_ms: Option<u64>,
+    chat_db: Option<PathBuf>,
+    chat_word_list: Option<PathBuf>,
+    chat_rate: Option<u32>,
+    chat_history: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -225,6 +250,41 @@ pub struct ServeConfig {
     pub limits: roomcast_signaling::limits::Limits,
     pub anonymous_viewers: bool,
     pub hls: roomcast_signaling::hls::HlsSettings,
+    pub chat: ChatSettings,
+}
+
+/// Where chat questions are stored and how chat is moderated (`--chat-*`).
+#[derive(Debug)]
+pub struct ChatSettings {
+    pub db: PathBuf,
+    pub word_list: Option<PathBuf>,
+    /// Messages per sender per [`CHAT_RATE_WINDOW`].
+    pub rate: u32,
+    pub history: usize,
+}
+
+/// The window `--chat-rate` counts messages in.
+pub const CHAT_RATE_WINDOW: Duration = Duration::from_secs(10);
+
+fn resolve_chat(args: &ServeArgs, file: &FileConfig) -> Result<ChatSettings, String> {
+    let rate = args.chat_rate.or(file.chat_rate).unwrap_or(5);
+    if !(1..=1000).contains(&rate) {
+        return Err(format!("--chat-rate must be between 1 and 1000 (got {rate})"));
+    }
+    let history = args.chat_history.or(file.chat_history).unwrap_or(50);
+    if history > 1000 {
+        return Err(format!("--chat-history must be at most 1000 (got {history})"));
+    }
+    Ok(ChatSettings {
+        db: args
+            .chat_db
+            .clone()
+            .or_else(|| file.chat_db.clone())
+            .unwrap_or_else(|| PathBuf::from("roomcast-data/chat.sqlite3")),
+        word_list: args.chat_word_list.clone().or_else(|| file.chat_word_list.clone()),
+        rate,
+        history,
+    })
 }
 
 /// Shorter secrets are refused: HS256 wants at least 256 bits of key material.
@@ -241,6 +301,7 @@ impl ServeConfig {
             }
         };
         let hls = resolve_hls(&args, &file)?;
+        let chat = resolve_chat(&args, &file)?;
         let http = args
             .http
             .or(file.http)
@@ -359,6 +420,7 @@ impl ServeConfig {
             limits,
             anonymous_viewers: args.anonymous_viewers || file.anonymous_viewers.unwrap_or(false),
             hls,
+            chat,
             sfu: SfuConfig {
                 workers,
                 bind_ip,

@@ -151,6 +151,7 @@ async fn serve(mut config: ServeConfig) -> Result<(), String> {
             dir.display()
         );
     }
+    state.chat = Arc::new(open_chat(&config.chat)?);
     let state = Arc::new(state);
     tokio::spawn(roomcast_signaling::hls::run_stage_dispatcher(
         state.clone(),
@@ -225,4 +226,39 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The chat service from `--chat-*`: its SQLite database and word filter.
+fn open_chat(
+    settings: &config::ChatSettings,
+) -> Result<roomcast_signaling::chat::ChatHub, String> {
+    let store = roomcast_chat::ChatStore::open(&settings.db).map_err(|e| {
+        format!(
+            "cannot open the chat database {}: {e} (change it with --chat-db)",
+            settings.db.display()
+        )
+    })?;
+    let filter = match &settings.word_list {
+        Some(path) => roomcast_chat::WordFilter::load(path)
+            .map_err(|e| format!("{e} (check --chat-word-list)"))?,
+        None => roomcast_chat::WordFilter::default(),
+    };
+    info!(
+        "chat: questions and notices in {}, {} filtered words, {} messages per sender per {} s",
+        settings.db.display(),
+        filter.len(),
+        settings.rate,
+        config::CHAT_RATE_WINDOW.as_secs()
+    );
+    let config = roomcast_chat::ChatConfig {
+        history_len: settings.history,
+        rate: roomcast_chat::RatePolicy {
+            burst: settings.rate,
+            per: config::CHAT_RATE_WINDOW,
+        },
+        filter,
+    };
+    Ok(roomcast_signaling::chat::ChatHub::new(
+        roomcast_chat::ChatService::new(config, store),
+    ))
 }

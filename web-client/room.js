@@ -1,10 +1,12 @@
-// roomcast browser client.
+// roomcast browser client: the directory (`/`), the lobby (`/?room=R`) and the call page
+// (`/?room=R&name=N`, which joins at once).
 //
-// Joins a room over the `/ws` signaling socket (protocol: signaling/src/protocol.rs), publishes
-// camera and microphone on one RTCPeerConnection and shows every other participant. Both
-// directions share that peer connection:
+// Joins a room over the `/ws` signaling socket (protocol: docs/protocol.md), publishes camera
+// and microphone (and a screen share) on one RTCPeerConnection and shows every other
+// participant. Both directions share that peer connection:
 //
-// - The client offers its own tracks (sendonly transceivers); the server answers.
+// - The client offers its own tracks (sendonly transceivers); the server answers. `sources`
+//   in the offer marks the screen share's mid.
 // - The server offers the tracks it forwards (one m-line per track); the client answers. The
 //   server's `offer` message maps every m-line mid to the participant and track it carries.
 // - When both offer at once the client is the polite peer: it rolls its own offer back, answers
@@ -13,15 +15,31 @@
 // Every signaling message (and every negotiation step) runs through one promise chain, so they
 // are processed strictly in order.
 //
+// Microphone and camera off are signalled (`mute` of the own track): the server stops
+// forwarding and everyone shows a muted badge or an avatar. The server names the dominant
+// speaker (`active_speaker`); its tile gets a ring. A dropped connection is repaired by an ICE
+// restart, and when that does not help within a few seconds (or the socket closed) by joining
+// again with the same camera, microphone, mute and screen-share state, with backoff.
+//
 // `window.roomcast` is a read-only debugging/test hook: { pc, ws, participantId, participants,
-// state, room, name, mids, localStream, timings }. `state` is 'idle' (the join form),
-// 'joining', 'connected' (media connection up), 'disconnected' or 'left'.
+// state, stateReason, room, name, mids, localStream, timings, activeSpeaker, reconnects,
+// quality, screenSharing, micMuted, cameraOff, chat, leave }. `state` is 'directory', 'lobby',
+// 'joining', 'connected', 'reconnecting', 'disconnected' (the join was refused) or 'left'.
+
+import { createChatPanel } from './chat.js';
+import { mountDirectory } from './directory.js';
 
 // The server's rules (signaling/src/session.rs): room 1-64 of A-Z a-z 0-9 . - _, name 1-64
 // printable characters.
 const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const NAME_MAX_LENGTH = 64;
 const STORAGE_KEY = 'roomcast.lastJoin';
+/** A media path `disconnected` this long gets an ICE restart. */
+const ICE_RESTART_AFTER_MS = 2000;
+/** An ICE restart that has not reconnected after this long gives way to a rejoin. */
+const REJOIN_AFTER_MS = 8000;
+const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const QUALITY_INTERVAL_MS = 2000;
 
 /** How a `participant_left` reason reads in a notice (unknown reasons are shown as sent). */
 const LEAVE_REASONS = {
@@ -30,6 +48,8 @@ const LEAVE_REASONS = {
   media_timeout: 'media connection lost',
   slow_client: 'connection too slow',
   server_shutdown: 'server shutting down',
+  kicked: 'removed by a host',
+  room_closed: 'room closed',
 };
 
 const $ = (id) => document.getElementById(id);
@@ -40,21 +60,40 @@ const ui = {
   devBadge: $('dev-badge'),
   status: $('status'),
   statusText: $('status-text'),
+  quality: $('quality'),
   controls: $('controls'),
   micButton: $('mic-button'),
   cameraButton: $('camera-button'),
+  shareButton: $('share-button'),
+  peopleButton: $('people-button'),
+  chatButton: $('chat-button'),
+  chatUnread: $('chat-unread'),
   copyLinkButton: $('copy-link-button'),
   leaveButton: $('leave-button'),
-  joinView: $('join-view'),
-  joinForm: $('join-form'),
-  joinMessage: $('join-message'),
-  roomInput: $('room-input'),
+  directoryView: $('directory-view'),
+  directory: $('directory'),
+  startForm: $('start-form'),
+  startRoom: $('start-room'),
+  lobbyView: $('lobby-view'),
+  lobbyForm: $('lobby-form'),
+  lobbyRoom: $('lobby-room'),
+  lobbyMessage: $('lobby-message'),
+  lobbyVideo: $('lobby-video'),
+  lobbyNoCamera: $('lobby-no-camera'),
+  lobbyMeter: $('lobby-meter'),
   nameInput: $('name-input'),
+  cameraSelect: $('camera-select'),
+  micSelect: $('mic-select'),
+  joinMuted: $('join-muted'),
+  joinCameraOff: $('join-camera-off'),
   callView: $('call-view'),
   banner: $('banner'),
   bannerText: $('banner-text'),
   rejoinButton: $('rejoin-button'),
   grid: $('grid'),
+  peoplePanel: $('people-panel'),
+  peopleList: $('people-list'),
+  chatPanel: $('chat-panel'),
   notices: $('notices'),
   tileTemplate: $('tile-template'),
 };
@@ -71,11 +110,12 @@ const session = {
   /** The room's stage (`stage_changed`): whose media HLS viewers and replays see. */
   stageParticipant: null,
   devMode: false,
+  grants: { publish: true, chat: true, admin: false },
   /** id -> Participant (see createParticipant) */
   participants: new Map(),
   /** Participants that left: late media for them must not bring their tile back. */
   departed: new Set(),
-  /** mid -> {mid, participant_id, track_id, kind}, from the server's latest offer. */
+  /** mid -> {mid, participant_id, track_id, kind, source}, from the server's latest offer. */
   mids: new Map(),
   localStream: null,
   mediaPromise: null,
@@ -88,6 +128,27 @@ const session = {
   audioBlockedNoticeShown: false,
   /** performance.now() of milestones, for debugging: ws_open, joined, offer_sent, pc_<state>... */
   timings: {},
+  /** Own track ids by source, from `track_published` for our own id. */
+  ownTracks: new Map(),
+  /** Own track id -> the mute state last sent for it. */
+  sentMutes: new Map(),
+  micMuted: false,
+  cameraOff: false,
+  /** The screen share: its stream and the transceiver sending it. */
+  screen: null,
+  activeSpeaker: null,
+  /** Completed recoveries: ICE restarts that reconnected, and rejoins. */
+  reconnects: 0,
+  /** Rejoin attempts since the connection was last up. */
+  rejoinAttempt: 0,
+  iceRestartTimer: null,
+  rejoinTimer: null,
+  quality: null,
+  qualityTimer: null,
+  chat: null,
+  directory: null,
+  /** The lobby's preview, handed to the call on Join. */
+  lobby: null,
 };
 
 window.roomcast = Object.freeze({
@@ -102,6 +163,13 @@ window.roomcast = Object.freeze({
   get mids() { return session.mids; },
   get localStream() { return session.localStream; },
   get timings() { return session.timings; },
+  get activeSpeaker() { return session.activeSpeaker; },
+  get reconnects() { return session.reconnects; },
+  get quality() { return session.quality; },
+  get screenSharing() { return Boolean(session.screen); },
+  get micMuted() { return session.micMuted; },
+  get cameraOff() { return session.cameraOff; },
+  get chat() { return session.chat; },
   leave: () => leave(),
 });
 
@@ -114,12 +182,22 @@ function main() {
   const name = (params.get('name') ?? '').trim();
   const token = params.get('token');
 
-  ui.joinForm.addEventListener('submit', onJoinSubmit);
+  ui.startForm.addEventListener('submit', onStartSubmit);
+  ui.lobbyForm.addEventListener('submit', onLobbySubmit);
+  ui.cameraSelect.addEventListener('change', () => startPreview());
+  ui.micSelect.addEventListener('change', () => startPreview());
   ui.leaveButton.addEventListener('click', () => leave());
   ui.rejoinButton.addEventListener('click', () => location.reload());
-  ui.micButton.addEventListener('click', () => toggleLocal('audio'));
-  ui.cameraButton.addEventListener('click', () => toggleLocal('video'));
+  ui.micButton.addEventListener('click', () => toggleMicrophone());
+  ui.cameraButton.addEventListener('click', () => toggleCamera());
+  ui.shareButton.addEventListener('click', () => toggleScreenShare());
+  ui.peopleButton.addEventListener('click', () => togglePanel('people'));
+  ui.chatButton.addEventListener('click', () => togglePanel('chat'));
   ui.copyLinkButton.addEventListener('click', copyInviteLink);
+  document.addEventListener('keydown', onShortcut);
+  navigator.mediaDevices?.addEventListener?.('devicechange', () => {
+    if (session.state === 'lobby') fillDevicePickers();
+  });
   new ResizeObserver(layoutGrid).observe(ui.grid);
   window.addEventListener('pagehide', () => {
     // Tell the room right away instead of letting the server notice the closed socket.
@@ -128,26 +206,35 @@ function main() {
   window.addEventListener('popstate', () => {
     const hasRoom = new URLSearchParams(location.search).has('room');
     if (isActive() && !hasRoom) leave({ navigate: false });
-    else if (!isActive() && hasRoom) location.reload();
+    else if (!isActive()) location.reload();
   });
 
   const problem = validateRoom(room) ?? validateName(name);
-  if (room && name && !problem) {
+  const join_ = room && name && !problem;
+  if (join_) {
+    session.micMuted = params.get('mic') === 'off';
+    session.cameraOff = params.get('camera') === 'off';
     join(room, name, token);
+  } else if (room && !validateRoom(room)) {
+    showLobby(room, { name, message: name ? problem : null });
   } else {
-    showJoinView({ room, name, message: room && name ? problem : null });
+    showDirectory({ room, message: room ? validateRoom(room) : null });
   }
 }
 
-function onJoinSubmit(event) {
+function onStartSubmit(event) {
   event.preventDefault();
-  const room = ui.roomInput.value.trim();
-  const name = ui.nameInput.value.trim();
-  ui.roomInput.setCustomValidity(validateRoom(room) ?? '');
-  ui.nameInput.setCustomValidity(validateName(name) ?? '');
-  if (!ui.joinForm.reportValidity()) return;
-  const params = new URLSearchParams({ room, name });
-  location.assign(`${homeUrl()}?${params}`);
+  const room = ui.startRoom.value.trim();
+  ui.startRoom.setCustomValidity(validateRoom(room) ?? '');
+  if (!ui.startForm.reportValidity()) return;
+  goToLobby(room);
+}
+
+function goToLobby(room) {
+  session.directory?.stop();
+  session.directory = null;
+  history.pushState(null, '', `${homeUrl()}?${new URLSearchParams({ room })}`);
+  showLobby(room);
 }
 
 function validateRoom(room) {
@@ -169,22 +256,27 @@ function homeUrl() {
   return new URL('./', location.href).pathname;
 }
 
-function showJoinView({ room = '', name = '', message = null } = {}) {
-  const last = loadLastJoin();
-  ui.roomInput.value = room || last.room || randomRoomName();
-  ui.nameInput.value = name || last.name || '';
-  for (const input of [ui.roomInput, ui.nameInput]) {
-    input.addEventListener('input', () => input.setCustomValidity(''));
-  }
-  ui.joinMessage.textContent = message ?? '';
-  ui.joinMessage.hidden = !message;
+function hideViews() {
+  ui.directoryView.hidden = true;
+  ui.lobbyView.hidden = true;
   ui.callView.hidden = true;
   ui.roomInfo.hidden = true;
   ui.controls.hidden = true;
-  ui.joinView.hidden = false;
+  ui.quality.hidden = true;
+}
+
+function showDirectory({ room = '', message = null } = {}) {
+  hideViews();
+  stopPreview();
+  if (session.state !== 'left') setState('directory');
+  ui.directoryView.hidden = false;
+  ui.startRoom.value = room || loadLastJoin().room || randomRoomName();
+  ui.startRoom.addEventListener('input', () => ui.startRoom.setCustomValidity(''), { once: true });
+  if (message) showNotice(message, 'warn');
   document.title = 'roomcast';
+  session.directory?.stop();
+  session.directory = mountDirectory(ui.directory, { onJoin: goToLobby });
   renderStatus();
-  (ui.nameInput.value ? ui.roomInput : ui.nameInput).focus();
 }
 
 function randomRoomName() {
@@ -209,10 +301,133 @@ function saveLastJoin(room, name) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Lobby: camera and microphone preview, device pickers, join muted
+
+function showLobby(room, { name = '', message = null } = {}) {
+  hideViews();
+  setState('lobby');
+  session.room = room;
+  ui.lobbyView.hidden = false;
+  ui.lobbyRoom.textContent = room;
+  ui.nameInput.value = name || loadLastJoin().name || '';
+  ui.nameInput.addEventListener('input', () => ui.nameInput.setCustomValidity(''));
+  ui.lobbyMessage.textContent = message ?? '';
+  ui.lobbyMessage.hidden = !message;
+  document.title = `Join ${room} · roomcast`;
+  renderStatus();
+  ui.nameInput.focus();
+  startPreview();
+}
+
+/** (Re)starts the preview with the picked devices; fills the pickers once labels are known. */
+async function startPreview() {
+  const cameraId = ui.cameraSelect.value;
+  const micId = ui.micSelect.value;
+  stopPreview();
+  const lobby = { stream: null, meter: null };
+  session.lobby = lobby;
+  const { stream, error, missing } = await acquireLocalMedia({ cameraId, micId });
+  if (session.lobby !== lobby) {
+    stream?.getTracks().forEach((track) => track.stop());
+    return;
+  }
+  lobby.stream = stream;
+  ui.lobbyVideo.srcObject = stream;
+  ui.lobbyVideo.play().catch(() => {});
+  const noCamera = !stream?.getVideoTracks().length;
+  ui.lobbyNoCamera.hidden = !noCamera && !error;
+  ui.lobbyNoCamera.textContent = error
+    ? `No access to your ${missing} (${error.name ?? 'error'}: ${error.message}). You can still join${noCamera ? ' and watch' : ''}.`
+    : '';
+  if (stream?.getAudioTracks().length) lobby.meter = startMeter(stream, ui.lobbyMeter);
+  await fillDevicePickers();
+}
+
+function stopPreview() {
+  const lobby = session.lobby;
+  if (!lobby) return;
+  session.lobby = null;
+  lobby.meter?.stop();
+  lobby.stream?.getTracks().forEach((track) => track.stop());
+  ui.lobbyVideo.srcObject = null;
+}
+
+async function fillDevicePickers() {
+  let devices = [];
+  try {
+    devices = await navigator.mediaDevices.enumerateDevices();
+  } catch {
+    return;
+  }
+  const current = session.lobby?.stream;
+  const fill = (select, kind, activeTrack, noun) => {
+    const options = devices.filter((device) => device.kind === kind);
+    const activeId = activeTrack?.getSettings().deviceId;
+    select.replaceChildren(...options.map((device, index) => {
+      const option = document.createElement('option');
+      option.value = device.deviceId;
+      option.textContent = device.label || `${noun} ${index + 1}`;
+      option.selected = device.deviceId === activeId;
+      return option;
+    }));
+    if (!options.length) select.append(new Option(`No ${noun.toLowerCase()} found`, ''));
+    select.disabled = !options.length;
+  };
+  fill(ui.cameraSelect, 'videoinput', current?.getVideoTracks()[0], 'Camera');
+  fill(ui.micSelect, 'audioinput', current?.getAudioTracks()[0], 'Microphone');
+}
+
+/** A level meter on `stream`'s audio: sets `bar`'s width 0-100%. */
+function startMeter(stream, bar) {
+  let context;
+  try {
+    context = new AudioContext();
+  } catch {
+    return null;
+  }
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 512;
+  context.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let frame = 0;
+  const draw = () => {
+    analyser.getFloatTimeDomainData(samples);
+    let peak = 0;
+    for (const sample of samples) peak = Math.max(peak, Math.abs(sample));
+    bar.style.width = `${Math.min(100, Math.round(peak * 140))}%`;
+    frame = requestAnimationFrame(draw);
+  };
+  draw();
+  return {
+    stop() {
+      cancelAnimationFrame(frame);
+      context.close().catch(() => {});
+      bar.style.width = '0';
+    },
+  };
+}
+
+function onLobbySubmit(event) {
+  event.preventDefault();
+  const name = ui.nameInput.value.trim();
+  ui.nameInput.setCustomValidity(validateName(name) ?? '');
+  if (!ui.lobbyForm.reportValidity()) return;
+  const lobby = session.lobby;
+  session.lobby = null; // the call takes the preview's stream over
+  lobby?.meter?.stop();
+  ui.lobbyVideo.srcObject = null;
+  session.micMuted = ui.joinMuted.checked;
+  session.cameraOff = ui.joinCameraOff.checked;
+  history.replaceState(null, '', `${homeUrl()}?${new URLSearchParams({ room: session.room, name })}`);
+  const token = new URLSearchParams(location.search).get('token');
+  join(session.room, name, token, lobby?.stream ? { stream: lobby.stream, error: null, missing: null } : null);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Session
 
 function isActive() {
-  return session.state === 'joining' || session.state === 'connected';
+  return session.state === 'joining' || session.state === 'connected' || session.state === 'reconnecting';
 }
 
 function setState(state, reason = null) {
@@ -224,26 +439,35 @@ function setState(state, reason = null) {
   window.dispatchEvent(new CustomEvent('roomcast:statechange', { detail: { state, reason } }));
 }
 
-function join(room, name, token) {
+/**
+ * Enters the call page for `room` as `name`: the camera (from the lobby, or asked for now),
+ * the chat panel, then the signaling socket (`connect`).
+ */
+function join(room, name, token, media = null) {
   session.room = room;
   session.name = name;
   session.token = token;
   saveLastJoin(room, name);
+  stopPreview();
+  session.directory?.stop();
+  session.directory = null;
+  hideViews();
   setState('joining');
 
-  ui.joinView.hidden = true;
   ui.callView.hidden = false;
   ui.roomInfo.hidden = false;
   ui.controls.hidden = false;
+  ui.banner.hidden = true;
   ui.roomName.textContent = room;
   document.title = `${room} · roomcast`;
   session.selfTile = createTile({ self: true, name });
   updateSelfTile();
   renderHeader();
   renderControls();
+  createChat();
 
   // Ask for the camera while the socket connects; `joined` waits for the answer.
-  session.mediaPromise = acquireLocalMedia();
+  session.mediaPromise = media ? Promise.resolve(media) : acquireLocalMedia();
   session.mediaPromise.then(({ stream }) => {
     session.mediaSettled = true;
     if (!isActive()) {
@@ -251,20 +475,29 @@ function join(room, name, token) {
       return;
     }
     session.localStream = stream; // the self view shows while the join is still under way
+    applyLocalMute();
     updateSelfTile();
     renderControls();
   });
+  connect();
+}
 
+/** Opens the signaling socket and joins (again, after a drop: a new participant id). */
+function connect() {
+  const { room, name, token } = session;
   const url = new URL('ws', location.href);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const ws = new WebSocket(url);
   session.ws = ws;
+  let opened = false;
   ws.addEventListener('open', () => {
-    session.timings.ws_open = performance.now();
+    opened = true;
+    session.timings.ws_open ??= performance.now();
     send({ type: 'join', room, name, ...(token ? { token } : {}) });
     renderStatus();
   });
   ws.addEventListener('message', (event) => {
+    if (session.ws !== ws) return;
     let message;
     try {
       message = JSON.parse(event.data);
@@ -274,26 +507,40 @@ function join(room, name, token) {
     }
     session.timings[`received_${message.type}`] ??= performance.now();
     console.debug(`roomcast: <- ${summarize(message)}`);
+    if (session.chat?.handle(message)) return;
     enqueue(() => handleMessage(message));
   });
-  let opened = false;
-  ws.addEventListener('open', () => { opened = true; });
   ws.addEventListener('close', (event) => {
     if (session.ws !== ws || !isActive()) return;
-    if (!opened) {
-      disconnect('Could not reach the server.');
-      return;
-    }
-    const reason = event.reason || describeCloseCode(event.code);
-    disconnect(`Connection to the server closed (${reason}).`);
+    const reason = opened ? event.reason || describeCloseCode(event.code) : 'the server is unreachable';
+    reconnect(`Connection to the server lost (${reason}).`);
   });
 }
 
-async function acquireLocalMedia() {
+function createChat() {
+  session.chat = createChatPanel({
+    send,
+    room: session.room,
+    exportUrl: `/admin/rooms/${encodeURIComponent(session.room)}/questions`,
+    token: session.token,
+  });
+  session.chat.setUnreadListener((count) => {
+    ui.chatUnread.textContent = String(count);
+    ui.chatUnread.hidden = count === 0;
+    ui.chatButton.setAttribute('aria-label', count ? `Chat, ${count} unread` : 'Chat');
+  });
+  ui.chatPanel.replaceChildren(session.chat.element);
+  session.chat.setVisible(!ui.chatPanel.hidden);
+}
+
+/** Camera and microphone, by the lobby's picks (each falls back to none if refused). */
+async function acquireLocalMedia({ cameraId = '', micId = '' } = {}) {
+  const video = cameraId ? { deviceId: { exact: cameraId } } : true;
+  const audio = micId ? { deviceId: { exact: micId } } : true;
   const attempts = [
-    { audio: true, video: true },
-    { audio: true, video: false },
-    { audio: false, video: true },
+    { audio, video },
+    { audio, video: false },
+    { audio: false, video },
   ];
   let firstError = null;
   for (const constraints of attempts) {
@@ -353,6 +600,8 @@ async function handleMessage(message) {
     case 'participant_left': return onParticipantLeft(message.participant_id, message.reason);
     case 'track_published': return onTrackPublished(message.participant_id, message.track);
     case 'track_unpublished': return onTrackUnpublished(message.participant_id, message.track_id);
+    case 'track_muted': return onTrackMuted(message);
+    case 'active_speaker': return onActiveSpeaker(message.participant_id);
     case 'stage_changed':
       // Whose media HLS viewers and replays see (docs/hls.md); kept for the UI and tests.
       session.stageParticipant = message.participant_id;
@@ -366,16 +615,19 @@ async function handleMessage(message) {
 }
 
 async function onJoined(message) {
-  session.timings.joined = performance.now();
+  session.timings.joined ??= performance.now();
   session.participantId = message.participant_id;
   session.devMode = Boolean(message.dev_mode);
+  session.grants = message.grants ?? session.grants;
+  session.ownTracks = new Map();
   session.selfTile.root.dataset.participantId = String(message.participant_id);
   for (const info of message.participants ?? []) onParticipantJoined(info);
   renderHeader();
+  renderPeople();
 
   const { stream, error, missing } = await session.mediaPromise;
   if (!isActive()) return;
-  if (error) {
+  if (error && session.reconnects === 0 && session.rejoinAttempt === 0) {
     console.warn('roomcast: getUserMedia failed:', error);
     const what = missing ?? 'camera and microphone';
     showNotice(`No access to your ${what} (${error.name ?? 'error'}: ${error.message}). ` +
@@ -405,12 +657,17 @@ async function onJoined(message) {
   pc.addEventListener('connectionstatechange', onConnectionStateChange);
   pc.addEventListener('negotiationneeded', () => enqueue(negotiate));
 
-  const tracks = stream ? stream.getTracks() : [];
+  const tracks = stream && session.grants.publish !== false ? stream.getTracks() : [];
   for (const track of tracks) {
     pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
   }
+  // A screen share that survived a rejoin is published again.
+  if (session.screen) {
+    session.screen.transceiver = pc.addTransceiver(session.screen.track, { direction: 'sendonly', streams: [session.screen.stream] });
+  }
   // Without local media the offer still needs something to negotiate ICE and DTLS with.
-  if (tracks.length === 0) pc.createDataChannel('roomcast');
+  if (tracks.length === 0 && !session.screen) pc.createDataChannel('roomcast');
+  startQualityPolling();
 
   renderStatus();
   await negotiate();
@@ -424,7 +681,8 @@ async function negotiate() {
   if (session.pc !== pc || pc.signalingState !== 'stable') return;
   await pc.setLocalDescription(offer);
   session.timings.offer_sent ??= performance.now();
-  send({ type: 'offer', sdp: pc.localDescription.sdp });
+  const screenMid = session.screen?.transceiver?.mid;
+  send({ type: 'offer', sdp: pc.localDescription.sdp, ...(screenMid ? { sources: { [screenMid]: 'screen' } } : {}) });
 }
 
 async function onAnswer({ sdp }) {
@@ -452,7 +710,7 @@ async function onServerOffer({ sdp, tracks }) {
   for (const track of tracks ?? []) {
     const participant = session.participants.get(track.participant_id);
     if (participant && !participant.tracks.has(track.track_id)) {
-      participant.tracks.set(track.track_id, track.kind);
+      participant.tracks.set(track.track_id, { kind: track.kind, source: track.source ?? defaultSource(track.kind), muted: false });
     }
   }
 
@@ -508,6 +766,13 @@ function onServerError({ code, message }) {
     console.debug(`roomcast: ${message}`);
     return;
   }
+  if (code === 'forbidden' && /muted by a host/.test(message)) {
+    showNotice('A host muted you; only a host can unmute you.', 'warn');
+    session.micMuted = true;
+    applyLocalMute();
+    renderControls();
+    return;
+  }
   console.warn(`roomcast: server error ${code}: ${message}`);
   if (session.participantId == null) {
     // The join itself was refused (bad name, room full, bad token...).
@@ -519,38 +784,89 @@ function onServerError({ code, message }) {
 
 function onConnectionStateChange() {
   const pc = session.pc;
-  if (!pc || !isActive()) return;
+  if (!pc || session.pc !== pc || !isActive()) return;
   const state = pc.connectionState;
   session.timings[`pc_${state}`] ??= performance.now();
-  if (state === 'connected' && session.state === 'joining') setState('connected');
-  if (state === 'failed') {
-    disconnect('The media connection failed (no network path to the server).');
-    return;
+  if (state === 'connected') {
+    clearTimeout(session.iceRestartTimer);
+    clearTimeout(session.rejoinTimer);
+    session.iceRestartTimer = null;
+    if (session.state !== 'connected') {
+      if (session.state === 'reconnecting') session.reconnects += 1;
+      session.rejoinAttempt = 0;
+      ui.banner.hidden = true;
+      setState('connected');
+    }
+  } else if (state === 'disconnected' && session.state === 'connected') {
+    // Often a blip; if it lasts, try an ICE restart on the same session.
+    session.iceRestartTimer ??= setTimeout(() => restartIce(), ICE_RESTART_AFTER_MS);
+  } else if (state === 'failed') {
+    restartIce();
   }
   renderStatus();
 }
 
-function failJoin(message) {
-  setState('disconnected', message);
-  teardown();
-  session.ws?.close(1000, 'join refused');
-  showJoinView({ room: session.room, name: session.name, message });
+/** Repairs the media path without leaving: new ICE credentials, same tracks. */
+function restartIce() {
+  const pc = session.pc;
+  session.iceRestartTimer = null;
+  if (!pc || pc.connectionState === 'connected' || !isActive()) return;
+  if (session.ws?.readyState !== WebSocket.OPEN) return; // the socket's close handles it
+  setState('reconnecting', 'media connection interrupted; restarting ICE');
+  showBanner('Reconnecting… (restoring the media connection)');
+  pc.restartIce(); // fires negotiationneeded: an offer with new ICE credentials
+  clearTimeout(session.rejoinTimer);
+  session.rejoinTimer = setTimeout(() => {
+    if (session.pc === pc && pc.connectionState !== 'connected' && isActive()) {
+      reconnect('The media connection did not come back.');
+    }
+  }, REJOIN_AFTER_MS);
 }
 
-function disconnect(reason) {
+/**
+ * Leaves the broken session behind and joins again (a new socket, participant id and peer
+ * connection), keeping the camera, microphone, mutes and screen share. Retries with backoff.
+ */
+function reconnect(reason) {
   if (!isActive()) return;
-  setState('disconnected', reason);
-  teardown();
-  session.ws?.close(1000, 'disconnected');
-  ui.bannerText.textContent = `Disconnected. ${reason}`;
+  const attempt = session.rejoinAttempt;
+  session.rejoinAttempt += 1;
+  setState('reconnecting', reason);
+  const delay = REJOIN_BACKOFF_MS[Math.min(attempt, REJOIN_BACKOFF_MS.length - 1)];
+  showBanner(`Reconnecting… ${reason} Trying again${attempt ? ` (attempt ${attempt + 1})` : ''}.`);
+  const old = session.ws;
+  session.ws = null;
+  if (old && old.readyState <= WebSocket.OPEN) old.close(1000, 'reconnecting');
+  dropCall();
+  clearTimeout(session.rejoinTimer);
+  session.rejoinTimer = setTimeout(() => {
+    if (session.state !== 'reconnecting') return;
+    // A rejoin that does not reach 'connected' in time tries again.
+    session.rejoinTimer = setTimeout(() => {
+      if (session.state === 'reconnecting') reconnect('The server did not answer.');
+    }, REJOIN_AFTER_MS + 4000);
+    connect();
+  }, delay);
+}
+
+function showBanner(text) {
+  ui.bannerText.textContent = text;
+  ui.rejoinButton.hidden = true;
   ui.banner.hidden = false;
-  ui.controls.hidden = true;
-  ui.rejoinButton.focus();
+}
+
+function failJoin(message) {
+  setState('disconnected', message);
+  const room = session.room;
+  const name = session.name;
+  teardown();
+  session.ws?.close(1000, 'join refused');
+  showLobby(room, { name, message });
 }
 
 function leave({ navigate = true } = {}) {
   if (!isActive()) return;
-  const { room, name, ws } = session;
+  const { room, ws } = session;
   send({ type: 'leave' });
   setState('left');
   teardown();
@@ -559,23 +875,50 @@ function leave({ navigate = true } = {}) {
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, 'left');
   }, 1000);
   if (navigate) history.pushState(null, '', homeUrl());
-  showJoinView({ room, name, message: null });
   ui.notices.replaceChildren();
+  showDirectory({ room });
   showNotice(`You left ${room}.`, 'info');
 }
 
-/** Releases the camera, the peer connection and every remote tile. */
-function teardown() {
+/** The room's media and members go (the local camera and the chat stay): before a rejoin. */
+function dropCall() {
+  clearTimeout(session.iceRestartTimer);
+  session.iceRestartTimer = null;
   session.pc?.close();
-  session.localStream?.getTracks().forEach((track) => track.stop());
-  for (const participant of session.participants.values()) participant.tile.root.remove();
+  session.pc = null;
+  session.participantId = null;
+  for (const participant of session.participants.values()) {
+    participant.tile.root.remove();
+    participant.screenTile?.root.remove();
+  }
   session.participants.clear();
+  session.departed.clear();
   session.mids = new Map();
+  session.ownTracks = new Map();
+  session.sentMutes = new Map();
   session.pendingCandidates = [];
+  session.activeSpeaker = null;
+  session.chain = Promise.resolve();
+  stopQualityPolling();
+  renderHeader();
+  renderPeople();
+  layoutGrid();
+}
+
+/** Releases the camera, the peer connection, every tile and the chat. */
+function teardown() {
+  clearTimeout(session.rejoinTimer);
+  dropCall();
+  session.localStream?.getTracks().forEach((track) => track.stop());
+  session.screen?.track.stop();
+  session.screen = null;
   if (session.selfTile) {
     session.selfTile.video.srcObject = null;
     session.selfTile.root.remove();
   }
+  session.chat = null;
+  ui.chatPanel.replaceChildren();
+  ui.banner.hidden = true;
   renderHeader();
   renderControls();
 }
@@ -595,12 +938,18 @@ function describeCloseCode(code) {
 // ---------------------------------------------------------------------------------------------
 // Participants and their media
 
+function defaultSource(kind) {
+  return kind === 'audio' ? 'microphone' : 'camera';
+}
+
 function createParticipant(id, name) {
   const participant = {
     id,
     name,
-    /** track id -> kind, as announced by the server */
+    /** track id -> {kind, source, muted}, as announced by the server */
     tracks: new Map(),
+    /** The tile of its screen share, while it shares. */
+    screenTile: null,
     /** mid -> {mid, trackId, kind, track}: the receivers currently showing this participant */
     media: new Map(),
     tile: createTile({ self: false, name }),
@@ -608,6 +957,7 @@ function createParticipant(id, name) {
   participant.tile.root.dataset.participantId = String(id);
   session.participants.set(id, participant);
   renderHeader();
+  renderPeople();
   return participant;
 }
 
@@ -619,8 +969,11 @@ function onParticipantJoined(info) {
   participant.tile.name.textContent = info.name;
   participant.tile.avatar.textContent = initials(info.name);
   participant.tile.root.setAttribute('aria-label', info.name);
-  for (const track of info.tracks ?? []) participant.tracks.set(track.id, track.kind);
+  for (const track of info.tracks ?? []) {
+    participant.tracks.set(track.id, { kind: track.kind, source: track.source ?? defaultSource(track.kind), muted: Boolean(track.muted) });
+  }
   updateTile(participant);
+  renderPeople();
 }
 
 function onParticipantLeft(id, reason) {
@@ -631,17 +984,58 @@ function onParticipantLeft(id, reason) {
   for (const entry of participant.media.values()) stopWatching(entry);
   participant.tile.video.srcObject = null;
   participant.tile.root.remove();
+  participant.screenTile?.root.remove();
+  if (session.activeSpeaker === id) session.activeSpeaker = null;
   renderHeader();
+  renderPeople();
   layoutGrid();
   const why = LEAVE_REASONS[reason] ?? reason;
   showNotice(`${participant.name} ${why === 'left' ? 'left the room' : `left the room (${why})`}.`, 'info');
 }
 
 function onTrackPublished(participantId, track) {
+  if (!track) return;
+  const source = track.source ?? defaultSource(track.kind);
+  if (participantId === session.participantId) {
+    // Our own track: its id is what `mute` names.
+    session.ownTracks.set(source, track.id);
+    if (!session.sentMutes.has(track.id)) session.sentMutes.set(track.id, Boolean(track.muted));
+    applyLocalMute();
+    return;
+  }
   const participant = session.participants.get(participantId);
-  if (!participant || !track) return;
-  participant.tracks.set(track.id, track.kind);
+  if (!participant) return;
+  participant.tracks.set(track.id, { kind: track.kind, source, muted: Boolean(track.muted) });
   updateTile(participant);
+  renderPeople();
+}
+
+function onTrackMuted({ participant_id: participantId, track_id: trackId, muted, by }) {
+  if (participantId === session.participantId) {
+    if (by === 'admin') {
+      const source = [...session.ownTracks].find(([, id]) => id === trackId)?.[0];
+      if (source === 'microphone') session.micMuted = muted;
+      if (source === 'camera') session.cameraOff = muted;
+      applyLocalMute({ signal: false });
+      renderControls();
+      updateSelfTile();
+      showNotice(muted ? `A host turned your ${source ?? 'track'} off.` : `A host turned your ${source ?? 'track'} back on.`, 'info');
+    }
+    return;
+  }
+  const participant = session.participants.get(participantId);
+  const track = participant?.tracks.get(trackId);
+  if (!track) return;
+  track.muted = muted;
+  updateTile(participant);
+  renderPeople();
+}
+
+function onActiveSpeaker(participantId) {
+  session.activeSpeaker = participantId ?? null;
+  for (const participant of session.participants.values()) updateTile(participant);
+  updateSelfTile();
+  renderPeople();
 }
 
 function onTrackUnpublished(participantId, trackId) {
@@ -684,14 +1078,16 @@ function attachMedia(info, track) {
   const current = participant.media.get(info.mid);
   if (current?.track === track && current.trackId === info.track_id) return;
   if (current) stopWatching(current);
-  const entry = { mid: info.mid, trackId: info.track_id, kind: info.kind, track, unwatch: null };
+  const entry = { mid: info.mid, trackId: info.track_id, kind: info.kind, source: info.source ?? defaultSource(info.kind), track, unwatch: null };
   const refresh = () => updateTile(participant);
   for (const type of ['mute', 'unmute', 'ended']) track.addEventListener(type, refresh);
   entry.unwatch = () => {
     for (const type of ['mute', 'unmute', 'ended']) track.removeEventListener(type, refresh);
   };
   participant.media.set(info.mid, entry);
-  participant.tracks.set(info.track_id, info.kind);
+  if (!participant.tracks.has(info.track_id)) {
+    participant.tracks.set(info.track_id, { kind: info.kind, source: entry.source, muted: false });
+  }
   updateTile(participant);
 }
 
@@ -736,7 +1132,7 @@ function reconcileMedia() {
 // ---------------------------------------------------------------------------------------------
 // Tiles
 
-function createTile({ self, name }) {
+function createTile({ self, name, screen = false }) {
   const root = ui.tileTemplate.content.firstElementChild.cloneNode(true);
   const tile = {
     root,
@@ -744,13 +1140,19 @@ function createTile({ self, name }) {
     avatar: root.querySelector('.avatar'),
     status: root.querySelector('.tile-status'),
     name: root.querySelector('.tile-name'),
+    mic: root.querySelector('.tile-mic'),
     audio: root.querySelector('.tile-audio'),
   };
-  root.dataset.role = self ? 'self' : 'remote';
+  // Screen tiles are not "remote" participant tiles: one person, one participant tile.
+  root.dataset.role = self ? 'self' : screen ? 'screen' : 'remote';
+  root.dataset.source = screen ? 'screen' : 'camera';
   root.classList.toggle('tile-self', self);
-  root.setAttribute('aria-label', self ? `${name} (you)` : name);
-  tile.name.textContent = self ? `${name} (you)` : name;
+  root.classList.toggle('tile-screen', screen);
+  const label = screen ? `${name}’s screen` : self ? `${name} (you)` : name;
+  root.setAttribute('aria-label', label);
+  tile.name.textContent = label;
   tile.avatar.textContent = initials(name);
+  tile.avatar.style.setProperty('--avatar-hue', String(hue(name)));
   tile.status.textContent = 'connecting…';
   const refresh = () => {
     if (self) updateSelfTile();
@@ -761,29 +1163,63 @@ function createTile({ self, name }) {
   };
   for (const type of ['loadeddata', 'resize', 'playing', 'emptied']) tile.video.addEventListener(type, refresh);
   if (self) ui.grid.prepend(root);
+  else if (screen) ui.grid.prepend(root);
   else ui.grid.append(root);
   layoutGrid();
   return tile;
 }
 
+/** Shows `track` (or nothing) in `tile`'s video element. */
+function showVideo(tile, track) {
+  if ((tile.video.srcObject?.getVideoTracks()[0] ?? null) !== track) {
+    tile.video.srcObject = track ? new MediaStream([track]) : null;
+    if (track) tile.video.play().catch(() => { /* muted video; retried on the next event */ });
+  }
+  return Boolean(track && !track.muted && tile.video.videoWidth > 0);
+}
+
 function updateTile(participant) {
   const { tile } = participant;
   const entries = [...participant.media.values()];
-  const videoEntry = entries.find((entry) => entry.kind === 'video' && entry.track.readyState === 'live');
-  const videoTrack = videoEntry?.track ?? null;
-  if ((tile.video.srcObject?.getVideoTracks()[0] ?? null) !== videoTrack) {
-    tile.video.srcObject = videoTrack ? new MediaStream([videoTrack]) : null;
-    if (videoTrack) tile.video.play().catch(() => { /* muted video; retried on the next event */ });
-  }
-  const showing = Boolean(videoTrack && !videoTrack.muted && tile.video.videoWidth > 0);
+  const live = (entry) => entry.track.readyState === 'live';
+  const cameraEntry = entries.find((entry) => entry.kind === 'video' && entry.source !== 'screen' && live(entry));
+  const screenEntry = entries.find((entry) => entry.kind === 'video' && entry.source === 'screen' && live(entry));
+  const tracks = [...participant.tracks.values()];
+  const camera = tracks.find((track) => track.kind === 'video' && track.source !== 'screen');
+  const microphone = tracks.find((track) => track.kind === 'audio' && track.source !== 'screen');
+  const cameraOff = tracks.length > 0 && (!camera || camera.muted);
+  const micMuted = Boolean(microphone?.muted) || (tracks.length > 0 && !microphone);
+
+  const showing = !cameraOff && showVideo(tile, cameraOff ? null : cameraEntry?.track ?? null);
+  if (cameraOff) showVideo(tile, null);
   tile.root.classList.toggle('has-video', showing);
-  const publishesVideo = [...participant.tracks.values()].includes('video');
-  const knowsTracks = participant.tracks.size > 0;
-  tile.status.textContent = showing ? '' :
-    (videoTrack || publishesVideo || !knowsTracks) ? 'connecting…' : 'camera off';
+  tile.root.dataset.cameraOff = String(cameraOff);
+  tile.root.dataset.micMuted = String(micMuted);
+  tile.root.dataset.speaking = String(session.activeSpeaker === participant.id);
+  tile.mic.toggleAttribute('hidden', !micMuted);
+  tile.status.textContent = showing || cameraOff ? '' : 'connecting…';
+
+  // The screen share: its own large tile while it plays.
+  if (screenEntry && !participant.screenTile) {
+    participant.screenTile = createTile({ self: false, name: participant.name, screen: true });
+    participant.screenTile.root.dataset.participantId = String(participant.id);
+  }
+  if (participant.screenTile) {
+    if (!screenEntry) {
+      participant.screenTile.video.srcObject = null;
+      participant.screenTile.root.remove();
+      participant.screenTile = null;
+    } else {
+      const playing = showVideo(participant.screenTile, screenEntry.track);
+      participant.screenTile.root.classList.toggle('has-video', playing);
+      participant.screenTile.status.textContent = playing ? '' : 'connecting…';
+    }
+  }
+  ui.grid.dataset.layout = ui.grid.querySelector('.tile-screen') ? 'stage' : 'grid';
+  layoutGrid();
 
   // One <audio> element per audio track: every one of them must be heard.
-  const audioEntries = entries.filter((entry) => entry.kind === 'audio' && entry.track.readyState === 'live');
+  const audioEntries = entries.filter((entry) => entry.kind === 'audio' && live(entry));
   const wanted = new Set(audioEntries.map((entry) => entry.track));
   for (const element of [...tile.audio.children]) {
     if (!wanted.has(element.srcObject?.getAudioTracks()[0])) {
@@ -815,10 +1251,14 @@ function updateSelfTile() {
   }
   const showing = Boolean(videoTrack && videoTrack.enabled && tile.video.videoWidth > 0);
   tile.root.classList.toggle('has-video', showing);
+  tile.root.dataset.cameraOff = String(!videoTrack || session.cameraOff);
+  tile.root.dataset.micMuted = String(session.micMuted || !stream?.getAudioTracks().length);
+  tile.root.dataset.speaking = String(session.activeSpeaker != null && session.activeSpeaker === session.participantId);
+  tile.mic.toggleAttribute('hidden', tile.root.dataset.micMuted !== 'true');
   if (showing) tile.status.textContent = '';
   else if (!session.mediaSettled) tile.status.textContent = 'starting camera…';
   else if (!videoTrack) tile.status.textContent = 'no camera';
-  else if (!videoTrack.enabled) tile.status.textContent = 'camera off';
+  else if (session.cameraOff) tile.status.textContent = '';
   else tile.status.textContent = 'starting camera…';
 }
 
@@ -833,6 +1273,13 @@ function showAudioBlockedNotice() {
     },
   });
   return notice;
+}
+
+/** A stable colour for a name's avatar. */
+function hue(name) {
+  let hash = 0;
+  for (const char of String(name)) hash = (hash * 31 + char.codePointAt(0)) % 360;
+  return hash;
 }
 
 function initials(name) {
@@ -859,6 +1306,10 @@ function layoutGrid() {
   // Small screens with many people: scroll rather than shrink tiles to stamps.
   const minimum = Math.min(width, 220);
   ui.grid.style.setProperty('--tile-width', `${Math.floor(Math.max(best, minimum))}px`);
+  // A screen share takes the stage; everyone else is a filmstrip below it.
+  const others = ui.grid.querySelectorAll('.tile:not(.tile-screen)').length;
+  const strip = Math.max(120, Math.min(240, (width - gap * Math.max(others - 1, 0)) / Math.max(others, 1)));
+  ui.grid.style.setProperty('--strip-width', `${Math.floor(strip)}px`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -875,7 +1326,7 @@ function renderStatus() {
   const { state } = session;
   let text;
   let tone;
-  if (state === 'idle') {
+  if (state === 'idle' || state === 'directory' || state === 'lobby') {
     ui.status.hidden = true;
     return;
   }
@@ -885,14 +1336,11 @@ function renderStatus() {
     else if (session.participantId == null) text = 'Joining…';
     else text = 'Connecting media…';
   } else if (state === 'connected') {
-    const pcState = session.pc?.connectionState;
-    if (pcState === 'disconnected') {
-      tone = 'pending';
-      text = 'Reconnecting…';
-    } else {
-      tone = 'ok';
-      text = 'Connected';
-    }
+    tone = 'ok';
+    text = 'Connected';
+  } else if (state === 'reconnecting') {
+    tone = 'pending';
+    text = session.rejoinAttempt > 1 ? `Reconnecting… (attempt ${session.rejoinAttempt})` : 'Reconnecting…';
   } else if (state === 'disconnected') {
     tone = 'bad';
     text = 'Disconnected';
@@ -909,27 +1357,226 @@ function renderStatus() {
 function renderControls() {
   const audio = session.localStream?.getAudioTracks()[0];
   const video = session.localStream?.getVideoTracks()[0];
-  ui.micButton.disabled = !audio || !isActive();
-  ui.cameraButton.disabled = !video || !isActive();
-  const micOff = !audio || !audio.enabled;
-  const cameraOff = !video || !video.enabled;
+  const canPublish = session.grants.publish !== false;
+  ui.micButton.disabled = !audio || !isActive() || !canPublish;
+  ui.cameraButton.disabled = !video || !isActive() || !canPublish;
+  ui.shareButton.disabled = !isActive() || !canPublish || !navigator.mediaDevices?.getDisplayMedia;
+  const micOff = !audio || session.micMuted;
+  const cameraOff = !video || session.cameraOff;
   ui.micButton.textContent = micOff ? 'Unmute' : 'Mute';
-  ui.micButton.setAttribute('aria-pressed', String(Boolean(audio && !audio.enabled)));
-  ui.micButton.classList.toggle('btn-off', Boolean(audio && !audio.enabled));
+  ui.micButton.setAttribute('aria-pressed', String(Boolean(audio && session.micMuted)));
+  ui.micButton.classList.toggle('btn-off', Boolean(audio && session.micMuted));
   ui.cameraButton.textContent = cameraOff ? 'Start video' : 'Stop video';
-  ui.cameraButton.setAttribute('aria-pressed', String(Boolean(video && !video.enabled)));
-  ui.cameraButton.classList.toggle('btn-off', Boolean(video && !video.enabled));
+  ui.cameraButton.setAttribute('aria-pressed', String(Boolean(video && session.cameraOff)));
+  ui.cameraButton.classList.toggle('btn-off', Boolean(video && session.cameraOff));
+  ui.shareButton.textContent = session.screen ? 'Stop sharing' : 'Share screen';
+  ui.shareButton.setAttribute('aria-pressed', String(Boolean(session.screen)));
 }
 
-/** Mute/unmute without renegotiating: a disabled track sends silence or black frames. */
-function toggleLocal(kind) {
-  const track = kind === 'audio'
-    ? session.localStream?.getAudioTracks()[0]
-    : session.localStream?.getVideoTracks()[0];
-  if (!track) return;
-  track.enabled = !track.enabled;
+/**
+ * Makes the local tracks match `micMuted`/`cameraOff`: a disabled track sends nothing useful,
+ * and (`signal`) the server is told, so it stops forwarding and everyone shows the state.
+ */
+function applyLocalMute({ signal = true } = {}) {
+  const audio = session.localStream?.getAudioTracks()[0];
+  const video = session.localStream?.getVideoTracks()[0];
+  if (audio) audio.enabled = !session.micMuted;
+  if (video) video.enabled = !session.cameraOff;
+  if (!signal || session.participantId == null) return;
+  for (const [source, muted] of [['microphone', session.micMuted], ['camera', session.cameraOff]]) {
+    const trackId = session.ownTracks.get(source);
+    if (trackId == null) continue;
+    if (session.sentMutes.get(trackId) === muted) continue;
+    session.sentMutes.set(trackId, muted);
+    send({ type: 'mute', participant_id: session.participantId, track_id: trackId, muted });
+  }
+}
+
+function toggleMicrophone() {
+  if (!session.localStream?.getAudioTracks().length || !isActive()) return;
+  session.micMuted = !session.micMuted;
+  applyLocalMute();
   renderControls();
   updateSelfTile();
+  renderPeople();
+}
+
+function toggleCamera() {
+  if (!session.localStream?.getVideoTracks().length || !isActive()) return;
+  session.cameraOff = !session.cameraOff;
+  applyLocalMute();
+  renderControls();
+  updateSelfTile();
+  renderPeople();
+}
+
+/** Shares a screen as an extra track (the others show it large), or stops sharing. */
+async function toggleScreenShare() {
+  if (!isActive()) return;
+  if (session.screen) {
+    stopScreenShare();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch (error) {
+    if (error?.name !== 'NotAllowedError' && error?.name !== 'AbortError') {
+      showNotice(`Screen sharing failed: ${error?.message ?? error}`, 'error');
+    }
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track || !isActive()) {
+    stream.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  track.contentHint = 'detail';
+  track.addEventListener('ended', () => stopScreenShare());
+  session.screen = { stream, track, transceiver: null };
+  if (session.pc) {
+    session.screen.transceiver = session.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  }
+  renderControls();
+}
+
+function stopScreenShare() {
+  const screen = session.screen;
+  if (!screen) return;
+  session.screen = null;
+  screen.track.stop();
+  const transceiver = screen.transceiver;
+  if (transceiver && session.pc && session.pc.signalingState !== 'closed') {
+    try {
+      session.pc.removeTrack(transceiver.sender);
+      transceiver.stop();
+    } catch (error) {
+      console.debug('roomcast: stopping the screen transceiver', error);
+    }
+  }
+  session.ownTracks.delete('screen');
+  renderControls();
+}
+
+/** Shows one side panel (people or chat), or hides it when it is already shown. */
+function togglePanel(which) {
+  const panel = which === 'chat' ? ui.chatPanel : ui.peoplePanel;
+  const button = which === 'chat' ? ui.chatButton : ui.peopleButton;
+  const show = panel.hidden;
+  for (const [p, b] of [[ui.chatPanel, ui.chatButton], [ui.peoplePanel, ui.peopleButton]]) {
+    p.hidden = true;
+    b.setAttribute('aria-pressed', 'false');
+  }
+  panel.hidden = !show;
+  button.setAttribute('aria-pressed', String(show));
+  session.chat?.setVisible(!ui.chatPanel.hidden);
+  if (show && which === 'chat') ui.chatPanel.querySelector('textarea')?.focus();
+  layoutGrid();
+}
+
+/** M, V, S, C, P: the controls, when no text field has the focus. */
+function onShortcut(event) {
+  if (!isActive() || event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+  const action = {
+    m: toggleMicrophone, v: toggleCamera, s: toggleScreenShare,
+    c: () => togglePanel('chat'), p: () => togglePanel('people'),
+  }[event.key.toLowerCase()];
+  if (!action) return;
+  event.preventDefault();
+  action();
+}
+
+/** The participant list: names, you, microphone and camera state, speaking. */
+function renderPeople() {
+  const rows = [];
+  if (isActive() && session.name) {
+    rows.push({ id: session.participantId, name: `${session.name} (you)`, mic: !session.micMuted, camera: !session.cameraOff });
+  }
+  for (const participant of session.participants.values()) {
+    const tracks = [...participant.tracks.values()];
+    const mic = tracks.find((t) => t.kind === 'audio' && t.source !== 'screen');
+    const camera = tracks.find((t) => t.kind === 'video' && t.source !== 'screen');
+    rows.push({
+      id: participant.id,
+      name: participant.name,
+      mic: Boolean(mic && !mic.muted),
+      camera: Boolean(camera && !camera.muted),
+      screen: tracks.some((t) => t.source === 'screen'),
+    });
+  }
+  ui.peopleList.replaceChildren(...rows.map((row) => {
+    const item = document.createElement('li');
+    item.dataset.participantId = String(row.id);
+    item.dataset.speaking = String(row.id != null && row.id === session.activeSpeaker);
+    const name = document.createElement('span');
+    name.className = 'people-name';
+    name.textContent = row.name;
+    const state = document.createElement('span');
+    state.className = 'people-state';
+    state.textContent = [row.mic ? 'mic on' : 'muted', row.camera ? 'camera on' : 'camera off', row.screen ? 'sharing' : null]
+      .filter(Boolean).join(' · ');
+    item.append(name, state);
+    return item;
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection quality (getStats every few seconds)
+
+function startQualityPolling() {
+  stopQualityPolling();
+  session.qualityTimer = setInterval(measureQuality, QUALITY_INTERVAL_MS);
+}
+
+function stopQualityPolling() {
+  clearInterval(session.qualityTimer);
+  session.qualityTimer = null;
+  session.quality = null;
+  ui.quality.hidden = true;
+}
+
+/** Good, fair or poor from round-trip time, inbound loss and what limits our video. */
+async function measureQuality() {
+  const pc = session.pc;
+  if (!pc || pc.connectionState !== 'connected') return;
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return;
+  }
+  let rtt = null;
+  let received = 0;
+  let lost = 0;
+  let limitation = 'none';
+  report.forEach((stat) => {
+    if (stat.type === 'candidate-pair' && stat.nominated && stat.state === 'succeeded' && stat.currentRoundTripTime != null) {
+      rtt = stat.currentRoundTripTime;
+    }
+    if (stat.type === 'inbound-rtp') {
+      received += stat.packetsReceived ?? 0;
+      lost += Math.max(0, stat.packetsLost ?? 0);
+    }
+    if (stat.type === 'outbound-rtp' && stat.kind === 'video' && stat.qualityLimitationReason && stat.qualityLimitationReason !== 'none') {
+      limitation = stat.qualityLimitationReason;
+    }
+  });
+  const previous = session.quality;
+  const deltaReceived = received - (previous?.received ?? 0);
+  const deltaLost = lost - (previous?.lost ?? 0);
+  const loss = deltaReceived + deltaLost > 0 ? deltaLost / (deltaReceived + deltaLost) : 0;
+  let level = 'good';
+  if ((rtt ?? 0) > 0.3 || loss > 0.05) level = 'poor';
+  else if ((rtt ?? 0) > 0.15 || loss > 0.01 || limitation === 'bandwidth') level = 'fair';
+  session.quality = { level, rtt, loss, limitation, received, lost };
+  ui.quality.hidden = false;
+  ui.quality.dataset.level = level;
+  const label = `Connection ${level}: round trip ${rtt == null ? '?' : Math.round(rtt * 1000)} ms, ` +
+    `loss ${(loss * 100).toFixed(1)} %${limitation !== 'none' ? `, video limited by ${limitation}` : ''}`;
+  ui.quality.setAttribute('aria-label', label);
+  ui.quality.title = label;
 }
 
 async function copyInviteLink() {

@@ -398,6 +398,7 @@ impl Session {
             ws,
             &ClientMessage::Offer {
                 sdp: offer.to_sdp_string(),
+                sources: Default::default(),
             },
         )
         .await?;

@@ -93,6 +93,41 @@ pub enum LeaveReason {
 pub struct TrackSummary {
     pub id: TrackId,
     pub kind: MediaKind,
+    pub source: TrackSource,
+    /// The SFU is not forwarding it (see [`Command::SetMuted`]).
+    pub muted: bool,
+}
+
+/// What a track carries, as its publisher declared it. Clients lay tiles out by it (a screen
+/// share is shown large); the SFU treats every source alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+impl TrackSource {
+    /// The source of a track nobody declared: the microphone for audio, the camera for video.
+    pub fn default_for(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => TrackSource::Microphone,
+            MediaKind::Video => TrackSource::Camera,
+        }
+    }
+}
+
+/// Who muted a track. A participant may mute and unmute its own tracks; a track an admin
+/// muted stays muted until an admin unmutes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutedBy {
+    /// The participant itself (microphone off, camera off).
+    #[serde(rename = "self")]
+    Owner,
+    /// A participant or API client with the admin grant.
+    Admin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +144,7 @@ pub struct OfferedTrack {
     pub participant: ParticipantId,
     pub track: TrackId,
     pub kind: MediaKind,
+    pub source: TrackSource,
 }
 
 /// What a participant receives.
@@ -151,6 +187,8 @@ pub struct RoomInfo {
     pub viewers: usize,
     /// The first participant (in join order) that publishes a track.
     pub host: Option<ParticipantSummary>,
+    /// When its first member joined (on the worker's clock).
+    pub opened_at: Instant,
 }
 
 /// Commands from an edge to the worker that owns the room.
@@ -170,6 +208,9 @@ pub enum Command {
     Offer {
         participant: ParticipantId,
         sdp: String,
+        /// Sources of the offer's send m-lines, by mid, where they are not the default
+        /// ([`TrackSource::default_for`]): a screen share. Applies to tracks this offer adds.
+        sources: Vec<(String, TrackSource)>,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
     /// The participant's answer to the last [`SessionEvent::Offer`].
@@ -221,12 +262,14 @@ pub enum Command {
         reply: oneshot::Sender<usize>,
     },
     /// Stop (or resume) forwarding `participant`'s tracks in `room`: one track, or all of them.
-    /// Replies with the tracks whose state changed.
+    /// Replies with the tracks whose state changed. An owner cannot unmute what an admin muted
+    /// ([`SfuError::MutedByAdmin`]).
     SetMuted {
         room: String,
         participant: ParticipantId,
         track: Option<TrackId>,
         muted: bool,
+        by: MutedBy,
         reply: oneshot::Sender<Result<Vec<TrackId>, SfuError>>,
     },
     /// Put `participant` on `room`'s stage (the media packaged for HLS and replays), or go back
@@ -259,11 +302,18 @@ pub enum SessionEvent {
         participant: ParticipantId,
         track: TrackId,
     },
-    /// An admin muted or unmuted a track: the SFU stops (or resumes) forwarding it.
+    /// A track was muted or unmuted (by its owner or an admin): the SFU stops (or resumes)
+    /// forwarding it.
     TrackMuted {
         participant: ParticipantId,
         track: TrackId,
         muted: bool,
+        by: MutedBy,
+    },
+    /// The room's dominant speaker changed (see [`crate::core::speaker`]); `None` once the
+    /// last one left.
+    ActiveSpeaker {
+        participant: Option<ParticipantId>,
     },
     /// The room's stage (what HLS viewers and replays see) is now `participant`.
     StageChanged {
@@ -308,6 +358,8 @@ pub enum SfuError {
     NotIngest(ParticipantId),
     /// The participant has no such track.
     UnknownTrack(TrackId),
+    /// The owner of a track tried to unmute it while an admin keeps it muted.
+    MutedByAdmin(TrackId),
 }
 
 impl fmt::Display for SfuError {
@@ -333,6 +385,10 @@ impl fmt::Display for SfuError {
             SfuError::BadCandidate(why) => write!(f, "ICE candidate rejected: {why}"),
             SfuError::WorkerGone => write!(f, "the media worker for this room has stopped"),
             SfuError::UnknownTrack(id) => write!(f, "no track {id} on that participant"),
+            SfuError::MutedByAdmin(id) => write!(
+                f,
+                "track {id} was muted by a host; only a host (admin grant) can unmute it"
+            ),
             SfuError::NotIngest(id) => {
                 write!(
                     f,

@@ -38,8 +38,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 pub use api::{
-    Command, IngestFrame, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary,
-    RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferedTrack, ParticipantId,
+    ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSource,
+    TrackSummary,
 };
 pub use router::{RoomBudget, Router, RouterConfig};
 use std::sync::Arc;

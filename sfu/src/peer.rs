@@ -20,7 +20,9 @@ use str0m::rtp::Ssrc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::api::{LeaveReason, MediaKind, ParticipantId, SessionEvent, Subscription, TrackId};
+use crate::api::{
+    LeaveReason, MediaKind, MutedBy, ParticipantId, SessionEvent, Subscription, TrackId, TrackSource,
+};
 use crate::core::rewrite::RtpRewriter;
 use crate::core::throttle::KeyframeRequestThrottle;
 
@@ -54,6 +56,8 @@ pub(crate) struct Peer {
     pub removal: Option<LeaveReason>,
     /// This peer is its room's stage: the router copies its packets to the stage tap.
     pub on_stage: bool,
+    /// Sources its latest offer declared for send m-lines, by mid (see [`crate::Command::Offer`]).
+    pub declared_sources: Vec<(String, TrackSource)>,
 }
 
 pub(crate) struct Producer {
@@ -68,8 +72,15 @@ pub(crate) struct Producer {
     pub keyframe_throttle: KeyframeRequestThrottle,
     /// Set for tracks fed by an ingest edge rather than a WebRTC session.
     pub ingest: Option<IngestTrack>,
-    /// An admin muted the track: nothing is forwarded until it is unmuted.
-    pub muted: bool,
+    pub source: TrackSource,
+    /// Muted by its owner or an admin: nothing is forwarded until it is unmuted.
+    pub muted: Option<MutedBy>,
+}
+
+impl Producer {
+    pub fn is_muted(&self) -> bool {
+        self.muted.is_some()
+    }
 }
 
 /// The sending side of an ingest track: the router numbers its packets.
@@ -101,6 +112,7 @@ pub(crate) struct Consumer {
     pub source_participant: ParticipantId,
     pub track: TrackId,
     pub kind: MediaKind,
+    pub source: TrackSource,
     pub state: ConsumerState,
     pub rewriter: RtpRewriter,
     /// Publisher payload type → this subscriber's payload type.
@@ -161,6 +173,7 @@ impl Peer {
             last_heard: None,
             removal: None,
             on_stage: false,
+            declared_sources: Vec::new(),
         }
     }
 
@@ -244,12 +257,14 @@ impl Consumer {
         source_participant: ParticipantId,
         track: TrackId,
         kind: MediaKind,
+        source: TrackSource,
     ) -> Self {
         Consumer {
             source_peer,
             source_participant,
             track,
             kind,
+            source,
             state: ConsumerState::ToOffer,
             rewriter: RtpRewriter::new(clock_rate(kind), kind == MediaKind::Video),
             pt_map: Vec::new(),

@@ -38,10 +38,12 @@ use tracing::{debug, info, warn};
 
 use crate::alloc_audit::engine;
 use crate::api::{
-    Command, IngestFrame, LeaveReason, MediaKind, OfferedTrack, ParticipantId, ParticipantSummary,
-    RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferedTrack, ParticipantId,
+    ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSource,
+    TrackSummary,
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe};
+use crate::core::speaker::{self, SpeakerDetector};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
 use crate::core::throttle::KeyframeRequestThrottle;
 use crate::metrics::WorkerMetrics;
@@ -135,6 +137,13 @@ pub struct Router {
     queues: Queues,
     next_track: u64,
     next_liveness_check: Option<Instant>,
+    /// Each room's dominant-speaker detector, fed from the audio level of every forwarded
+    /// audio packet (created with the room, so the packet path never allocates).
+    speakers: HashMap<String, SpeakerDetector>,
+    /// When the detectors are next polled; `None` while no room has one.
+    next_speaker_poll: Option<Instant>,
+    /// When each room's first member joined.
+    opened_at: HashMap<String, Instant>,
     metrics: Arc<WorkerMetrics>,
     /// What ingest tracks are declared as: H.264 constrained baseline, packetization mode 1
     /// (what every browser decodes; x264's High profile streams decode under it too, since
@@ -156,6 +165,8 @@ struct Queues {
     rtp: VecDeque<(PeerIndex, RtpPacket)>,
     keyframe_requests: Vec<(PeerIndex, Mid)>,
     media_added: Vec<(PeerIndex, MediaAdded)>,
+    /// m-lines the client no longer sends on (a stopped screen share): their producer ends.
+    media_stopped: Vec<(PeerIndex, Mid)>,
     /// Peers whose DTLS just completed: their video consumers need a keyframe.
     connected: Vec<PeerIndex>,
     to_remove: Vec<PeerIndex>,
@@ -191,6 +202,9 @@ impl Router {
             queues: Queues::default(),
             next_track: 1,
             next_liveness_check: None,
+            speakers: HashMap::new(),
+            next_speaker_poll: None,
+            opened_at: HashMap::new(),
             metrics,
             ingest_h264,
             ingest_opus,
@@ -208,10 +222,10 @@ impl Router {
             .peek()
             .map(|Reverse((at, _))| *at)
             .unwrap_or(now + IDLE_TIMEOUT);
-        match self.next_liveness_check {
-            Some(check) => peer_deadline.min(check),
-            None => peer_deadline,
-        }
+        [self.next_liveness_check, self.next_speaker_poll]
+            .into_iter()
+            .flatten()
+            .fold(peer_deadline, Instant::min)
     }
 
     pub fn participant_count(&self) -> usize {
@@ -306,7 +320,31 @@ impl Router {
         if self.next_liveness_check.is_some_and(|check| check <= now) {
             self.remove_silent_peers(now);
         }
+        if self.next_speaker_poll.is_some_and(|poll| poll <= now) {
+            self.poll_speakers(now);
+        }
         self.process(now, out);
+    }
+
+    /// Re-evaluate every room's dominant speaker and tell the room about changes.
+    fn poll_speakers(&mut self, now: Instant) {
+        for (room, detector) in &mut self.speakers {
+            let Some(dominant) = detector.poll(now) else {
+                continue;
+            };
+            debug!(%room, ?dominant, "dominant speaker changed");
+            for &member in self.rooms.get(room).map(Vec::as_slice).unwrap_or_default() {
+                if let Some(peer) = self.peers[member].as_mut()
+                    && peer.subscription == Subscription::AllTracks
+                {
+                    peer.notify(SessionEvent::ActiveSpeaker {
+                        participant: dominant,
+                    });
+                }
+            }
+        }
+        self.next_speaker_poll =
+            (!self.speakers.is_empty()).then(|| now + speaker::POLL_INTERVAL);
     }
 
     /// Mark peers whose media went silent for removal; schedules the next check while any
@@ -342,13 +380,17 @@ impl Router {
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, participant, name, subscription, events));
+                let _ = reply.send(self.join(now, room, participant, name, subscription, events));
             }
             Command::Offer {
                 participant,
                 sdp,
+                sources,
                 reply,
             } => {
+                if let Some(peer) = self.peer_index(participant).ok().and_then(|i| self.peers[i].as_mut()) {
+                    peer.declared_sources = sources;
+                }
                 let result = self.accept_offer(now, participant, &sdp, out);
                 let _ = reply.send(result);
             }
@@ -429,9 +471,10 @@ impl Router {
                 participant,
                 track,
                 muted,
+                by,
                 reply,
             } => {
-                let result = self.set_muted(now, &room, participant, track, muted, out);
+                let result = self.set_muted(now, &room, participant, track, muted, by, out);
                 let _ = reply.send(result);
             }
             Command::SetStage {
@@ -473,6 +516,7 @@ impl Router {
 
     fn join(
         &mut self,
+        now: Instant,
         room: String,
         participant: ParticipantId,
         name: String,
@@ -530,14 +574,31 @@ impl Router {
             if subscription != Subscription::AllTracks {
                 continue; // a host follower binds when its offer is accepted
             }
-            let producers: Vec<(TrackId, MediaKind)> = self.peers[other]
+            let producers: Vec<(TrackId, MediaKind, TrackSource)> = self.peers[other]
                 .as_ref()
-                .map(|p| p.producers.iter().map(|pr| (pr.track, pr.kind)).collect())
+                .map(|p| {
+                    p.producers
+                        .iter()
+                        .map(|pr| (pr.track, pr.kind, pr.source))
+                        .collect()
+                })
                 .unwrap_or_default();
-            for (track, kind) in producers {
-                self.add_consumer(index, other, track, kind);
+            for (track, kind, source) in producers {
+                self.add_consumer(index, other, track, kind, source);
             }
         }
+        self.opened_at.entry(room.clone()).or_insert(now);
+        let detector = self.speakers.entry(room.clone()).or_default();
+        if let Some(dominant) = detector.dominant()
+            && subscription == Subscription::AllTracks
+            && let Some(peer) = self.peers[index].as_mut()
+        {
+            peer.notify(SessionEvent::ActiveSpeaker {
+                participant: Some(dominant),
+            });
+        }
+        self.next_speaker_poll
+            .get_or_insert(now + speaker::POLL_INTERVAL);
         self.rooms.entry(room).or_default().push(index);
         self.by_participant.insert(participant, index);
         self.update_gauges();
@@ -752,6 +813,10 @@ impl Router {
                 self.media_added(index, added);
                 continue;
             }
+            if let Some((index, mid)) = self.queues.media_stopped.pop() {
+                self.unpublish(index, mid);
+                continue;
+            }
             if let Some(index) = self.queues.connected.pop() {
                 self.media_connected(now, index, out);
                 continue;
@@ -788,8 +853,16 @@ impl Router {
         };
         let producer = &mut publisher.producers[producer_index];
         let kind = producer.kind;
+        if kind == MediaKind::Audio
+            && !producer.is_muted()
+            && let Some(level) = packet.header.ext_vals.audio_level
+            && let Some(detector) = self.speakers.get_mut(publisher.room.as_str())
+        {
+            // RFC 6464 levels are 0..=127 (−dBov); str0m hands them over negated.
+            detector.observe(publisher.id, level.unsigned_abs(), now);
+        }
         if publisher.on_stage
-            && !producer.muted
+            && !producer.is_muted()
             && let Some(tap) = &self.config.stage_tap
         {
             tap.packet(StageRtp {
@@ -860,7 +933,7 @@ impl Router {
         else {
             return;
         };
-        if producer.muted {
+        if producer.is_muted() {
             return;
         }
         let kind = producer.kind;
@@ -1047,29 +1120,129 @@ impl Router {
         }
         let track = TrackId(self.next_track);
         self.next_track += 1;
+        let source = peer
+            .declared_sources
+            .iter()
+            .find(|(mid, _)| mid.as_str() == &*added.mid)
+            .map_or(TrackSource::default_for(kind), |&(_, source)| source);
         peer.producers.push(Producer {
             track,
             mid: added.mid,
             kind,
+            source,
             ssrcs: Vec::new(),
             codecs: Vec::new(),
             consumers: Vec::new(),
             keyframe_throttle: KeyframeRequestThrottle::default(),
             ingest: None,
-            muted: false,
+            muted: None,
         });
+        peer.span.in_scope(
+            || info!(track = %track, ?kind, ?source, mid = %added.mid, "published track"),
+        );
+        self.track_published(index, track, kind, source);
+    }
+
+    /// The client stopped sending on `mid` (it stopped a screen share): the producer ends, every
+    /// subscriber's m-line for it is stopped in its next offer.
+    fn unpublish(&mut self, index: PeerIndex, mid: Mid) {
+        let Some(peer) = self.peers[index].as_mut() else {
+            return;
+        };
+        let Some(position) = peer.producers.iter().position(|p| p.mid == mid) else {
+            return;
+        };
+        let producer = peer.producers.remove(position);
+        let publisher = peer.id;
         peer.span
-            .in_scope(|| info!(track = %track, ?kind, mid = %added.mid, "published track"));
-        self.track_published(index, track, kind);
+            .in_scope(|| info!(track = %producer.track, %mid, "unpublished track"));
+        if peer.subscription == Subscription::AllTracks {
+            peer.notify(SessionEvent::TrackUnpublished {
+                participant: publisher,
+                track: producer.track,
+            });
+        }
+        let mut followers = Vec::new();
+        self.detach_consumers(publisher, &producer, &mut followers);
+        followers.dedup();
+        for follower in followers {
+            self.bind_host_slots(follower);
+        }
+        let room = peer_room(&self.peers, index);
+        self.update_stage(&room);
+        self.update_gauges();
+    }
+
+    /// A producer is going: room subscribers hear `TrackUnpublished` and stop its m-line in
+    /// their next offer; host followers (WHEP) keep their m-line and rewriter, unbound, and are
+    /// added to `followers` to bind to the next host.
+    fn detach_consumers(
+        &mut self,
+        publisher: ParticipantId,
+        producer: &Producer,
+        followers: &mut Vec<PeerIndex>,
+    ) {
+        for consumer_ref in &producer.consumers {
+            let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
+                continue;
+            };
+            if subscriber.subscription == Subscription::Host {
+                let consumer = subscriber.consumers[consumer_ref.slot].take();
+                if let Some(slot) = subscriber
+                    .host_slots
+                    .iter_mut()
+                    .find(|s| s.consumer == Some(consumer_ref.slot))
+                {
+                    slot.consumer = None;
+                    slot.rewriter = consumer.map(|c| c.rewriter);
+                }
+                followers.push(consumer_ref.peer);
+                continue;
+            }
+            subscriber.notify(SessionEvent::TrackUnpublished {
+                participant: publisher,
+                track: producer.track,
+            });
+            let entry = &mut subscriber.consumers[consumer_ref.slot];
+            match entry.as_ref().map(|c| c.state) {
+                Some(ConsumerState::ToOffer) => *entry = None,
+                Some(ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. }) => {
+                    if let Some(c) = entry.as_mut() {
+                        c.state = ConsumerState::ToStop(mid);
+                    }
+                    self.queues.to_negotiate.push(consumer_ref.peer);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// A new track is in the room: offer it to every member that takes all tracks, and let host
-    /// followers bind to it if they have nothing of its kind.
-    fn track_published(&mut self, index: PeerIndex, track: TrackId, kind: MediaKind) {
-        let Some(peer) = self.peers[index].as_ref() else {
+    /// followers bind to it if they have nothing of its kind. A room member that publishes hears
+    /// of its own track too, so its client learns the track's id (to mute it).
+    fn track_published(
+        &mut self,
+        index: PeerIndex,
+        track: TrackId,
+        kind: MediaKind,
+        source: TrackSource,
+    ) {
+        let Some(peer) = self.peers[index].as_mut() else {
             return;
         };
         let publisher = peer.id;
+        let summary = TrackSummary {
+            id: track,
+            kind,
+            source,
+            muted: false,
+        };
+        if peer.subscription == Subscription::AllTracks {
+            peer.notify(SessionEvent::TrackPublished {
+                participant: publisher,
+                track: summary.clone(),
+            });
+        }
         let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
         for member in members {
             if member == index {
@@ -1082,9 +1255,9 @@ impl Router {
                 Subscription::AllTracks => {
                     other.notify(SessionEvent::TrackPublished {
                         participant: publisher,
-                        track: TrackSummary { id: track, kind },
+                        track: summary.clone(),
                     });
-                    self.add_consumer(member, index, track, kind);
+                    self.add_consumer(member, index, track, kind, source);
                 }
                 Subscription::Host => self.bind_host_slots(member),
                 Subscription::Nothing => {}
@@ -1254,7 +1427,13 @@ impl Router {
             }) else {
                 continue;
             };
-            let mut consumer = Consumer::new(source, source_participant, track, kind);
+            let mut consumer = Consumer::new(
+                source,
+                source_participant,
+                track,
+                kind,
+                TrackSource::default_for(kind),
+            );
             consumer.state = ConsumerState::Active { mid, ssrc };
             if let Some(mut rewriter) = peer.host_slots[slot_index].rewriter.take() {
                 rewriter.restart();
@@ -1315,11 +1494,12 @@ impl Router {
                 params,
                 next_seq: 0,
             }),
-            muted: false,
+            source: TrackSource::default_for(kind),
+            muted: None,
         });
         peer.span
             .in_scope(|| info!(track = %track, ?kind, "published ingest track"));
-        self.track_published(index, track, kind);
+        self.track_published(index, track, kind, TrackSource::default_for(kind));
         Ok(track)
     }
 
@@ -1376,8 +1556,10 @@ impl Router {
         }
     }
 
-    /// An admin's server-side mute: the producer's packets stop at the SFU. Unmuting video
-    /// asks the publisher for a keyframe so subscribers resume at once.
+    /// A server-side mute, by the track's owner or an admin: the producer's packets stop at
+    /// the SFU. Unmuting video asks the publisher for a keyframe so subscribers resume at once.
+    /// An owner cannot lift an admin's mute; an admin's unmute lifts any.
+    #[allow(clippy::too_many_arguments)]
     fn set_muted(
         &mut self,
         now: Instant,
@@ -1385,6 +1567,7 @@ impl Router {
         participant: ParticipantId,
         track: Option<TrackId>,
         muted: bool,
+        by: MutedBy,
         out: &mut impl Transmit,
     ) -> Result<Vec<TrackId>, SfuError> {
         let index = self
@@ -1398,16 +1581,24 @@ impl Router {
         {
             return Err(SfuError::UnknownTrack(track));
         }
+        if !muted
+            && by == MutedBy::Owner
+            && let Some(held) = peer.producers.iter().find(|p| {
+                track.is_none_or(|t| t == p.track) && p.muted == Some(MutedBy::Admin)
+            })
+        {
+            return Err(SfuError::MutedByAdmin(held.track));
+        }
         let mut changed = Vec::new();
         for producer in &mut peer.producers {
-            if track.is_some_and(|t| t != producer.track) || producer.muted == muted {
+            if track.is_some_and(|t| t != producer.track) || producer.is_muted() == muted {
                 continue;
             }
-            producer.muted = muted;
+            producer.muted = muted.then_some(by);
             changed.push((producer.track, producer.kind));
         }
         peer.span
-            .in_scope(|| info!(?changed, muted, "tracks muted by an admin"));
+            .in_scope(|| info!(?changed, muted, ?by, "tracks muted or unmuted"));
         let members = self.rooms.get(room).cloned().unwrap_or_default();
         for &(track, kind) in &changed {
             for &member in &members {
@@ -1418,6 +1609,7 @@ impl Router {
                         participant,
                         track,
                         muted,
+                        by,
                     });
                 }
             }
@@ -1437,6 +1629,7 @@ impl Router {
             host: peers()
                 .find(|p| p.removal.is_none() && !p.producers.is_empty())
                 .map(summary),
+            opened_at: *self.opened_at.get(room)?,
         })
     }
 
@@ -1446,6 +1639,7 @@ impl Router {
         source: PeerIndex,
         track: TrackId,
         kind: MediaKind,
+        track_source: TrackSource,
     ) {
         let Some(source_participant) = self.peers[source].as_ref().map(|p| p.id) else {
             return;
@@ -1453,7 +1647,13 @@ impl Router {
         let Some(peer) = self.peers[subscriber].as_mut() else {
             return;
         };
-        let slot = peer.insert_consumer(Consumer::new(source, source_participant, track, kind));
+        let slot = peer.insert_consumer(Consumer::new(
+            source,
+            source_participant,
+            track,
+            kind,
+            track_source,
+        ));
         if let Some(producer) = self.peers[source]
             .as_mut()
             .and_then(|p| p.producers.iter_mut().find(|p| p.track == track))
@@ -1512,39 +1712,7 @@ impl Router {
         // and bind to the next host below.
         let mut followers = Vec::new();
         for producer in &peer.producers {
-            for consumer_ref in &producer.consumers {
-                let Some(subscriber) = self.peers[consumer_ref.peer].as_mut() else {
-                    continue;
-                };
-                if subscriber.subscription == Subscription::Host {
-                    let consumer = subscriber.consumers[consumer_ref.slot].take();
-                    if let Some(slot) = subscriber
-                        .host_slots
-                        .iter_mut()
-                        .find(|s| s.consumer == Some(consumer_ref.slot))
-                    {
-                        slot.consumer = None;
-                        slot.rewriter = consumer.map(|c| c.rewriter);
-                    }
-                    followers.push(consumer_ref.peer);
-                    continue;
-                }
-                subscriber.notify(SessionEvent::TrackUnpublished {
-                    participant: peer.id,
-                    track: producer.track,
-                });
-                let entry = &mut subscriber.consumers[consumer_ref.slot];
-                match entry.as_ref().map(|c| c.state) {
-                    Some(ConsumerState::ToOffer) => *entry = None,
-                    Some(ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. }) => {
-                        if let Some(c) = entry.as_mut() {
-                            c.state = ConsumerState::ToStop(mid);
-                        }
-                        self.queues.to_negotiate.push(consumer_ref.peer);
-                    }
-                    _ => {}
-                }
-            }
+            self.detach_consumers(peer.id, producer, &mut followers);
         }
         for addr in &peer.remote_addrs {
             if self.by_addr.get(addr) == Some(&index) {
@@ -1557,10 +1725,15 @@ impl Router {
         {
             stage.chosen = None;
         }
+        if let Some(detector) = self.speakers.get_mut(&peer.room) {
+            detector.remove(peer.id);
+        }
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|&m| m != index);
             if members.is_empty() {
                 self.rooms.remove(&peer.room);
+                self.speakers.remove(&peer.room);
+                self.opened_at.remove(&peer.room);
                 self.config.room_budget.close();
             } else {
                 for &member in members.iter() {
@@ -1580,6 +1753,7 @@ impl Router {
         self.queues.rtp.retain(|(i, _)| *i != index);
         self.queues.keyframe_requests.retain(|(i, _)| *i != index);
         self.queues.media_added.retain(|(i, _)| *i != index);
+        self.queues.media_stopped.retain(|(i, _)| *i != index);
         self.queues.connected.retain(|&i| i != index);
         self.free_peer_slots.push(index);
         followers.dedup();
@@ -1655,6 +1829,7 @@ impl Router {
                         participant: c.source_participant,
                         track: c.track,
                         kind: c.kind,
+                        source: c.source,
                     })
                 }
                 _ => None,
@@ -1709,6 +1884,8 @@ fn summary(peer: &Peer) -> ParticipantSummary {
             .map(|p| TrackSummary {
                 id: p.track,
                 kind: p.kind,
+                source: p.source,
+                muted: p.is_muted(),
             })
             .collect(),
     }
@@ -1776,6 +1953,9 @@ fn drain(
                     queues.keyframe_requests.push((index, request.mid))
                 }
                 Event::MediaAdded(added) => queues.media_added.push((index, added)),
+                Event::MediaChanged(changed) if !changed.direction.is_receiving() => {
+                    queues.media_stopped.push((index, changed.mid))
+                }
                 Event::IceConnectionStateChange(state) => {
                     span.in_scope(|| debug!(?state, "ICE state"));
                     if state == IceConnectionState::Disconnected {

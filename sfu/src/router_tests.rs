@@ -100,6 +100,7 @@ fn protocol_misuse_is_refused_precisely() {
         world.command(|reply| Command::Offer {
             participant: id,
             sdp: "garbage".into(),
+            sources: Vec::new(),
             reply
         }),
         Err(SfuError::BadSdp(_))
@@ -117,6 +118,7 @@ fn protocol_misuse_is_refused_precisely() {
         world.command(|reply| Command::Offer {
             participant: stranger,
             sdp: "v=0".into(),
+            sources: Vec::new(),
             reply
         }),
         Err(SfuError::UnknownParticipant(stranger))
@@ -306,6 +308,7 @@ fn admins_kick_and_mute() {
             participant: b,
             track: None,
             muted: true,
+            by: MutedBy::Admin,
             reply,
         })
         .unwrap();
@@ -327,6 +330,7 @@ fn admins_kick_and_mute() {
             participant: b,
             track: None,
             muted: false,
+            by: MutedBy::Admin,
             reply,
         })
         .unwrap();
@@ -341,6 +345,7 @@ fn admins_kick_and_mute() {
             participant: b,
             track: None,
             muted: true,
+            by: MutedBy::Admin,
             reply,
         })
         .unwrap_err();
@@ -444,4 +449,71 @@ fn an_ingest_host_on_stage_is_reported_but_never_tapped() {
     let stage = changes[0].stage.as_ref().expect("a stage");
     assert_eq!((stage.participant, stage.ingest), (host.id, true));
     assert!(world.stage_packets().is_empty());
+}
+
+#[test]
+fn owners_mute_their_tracks_but_cannot_lift_an_admin_mute() {
+    let mut world = World::default();
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.run_for(Duration::from_secs(1));
+    let b = world.clients[1].id;
+    let b_audio = world.clients[1]
+        .published
+        .iter()
+        .find(|(p, t)| *p == b && t.kind == MediaKind::Audio)
+        .map(|(_, t)| t.clone())
+        .expect("a publisher hears of its own tracks");
+    assert_eq!(b_audio.source, TrackSource::Microphone);
+    assert!(!b_audio.muted);
+    let set = |world: &mut World, muted: bool, by: MutedBy| {
+        world.command(|reply| Command::SetMuted {
+            room: "room".into(),
+            participant: b,
+            track: Some(b_audio.id),
+            muted,
+            by,
+            reply,
+        })
+    };
+
+    assert_eq!(set(&mut world, true, MutedBy::Owner).unwrap(), vec![b_audio.id]);
+    assert_eq!(set(&mut world, false, MutedBy::Owner).unwrap(), vec![b_audio.id]);
+    set(&mut world, true, MutedBy::Admin).unwrap();
+    assert_eq!(
+        set(&mut world, false, MutedBy::Owner),
+        Err(SfuError::MutedByAdmin(b_audio.id)),
+        "the owner cannot unmute what a host muted"
+    );
+    assert_eq!(set(&mut world, false, MutedBy::Admin).unwrap(), vec![b_audio.id]);
+}
+
+#[test]
+fn the_loudest_speaker_becomes_dominant_and_everyone_hears_of_it() {
+    let mut world = World::default();
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.run_for(Duration::from_secs(1));
+    let b = world.clients[1].id;
+    world.clients[0].audio_level = Some(90); // background noise
+    world.clients[1].audio_level = Some(25); // speech
+    world.run_for(Duration::from_secs(2));
+    for client in &world.clients {
+        assert_eq!(
+            client.speaker_events,
+            vec![Some(b)],
+            "{} hears b named once",
+            client.id
+        );
+    }
+    // A late joiner is told the current dominant speaker at once.
+    world.join("room", "c").unwrap();
+    world.run_for(Duration::from_millis(300));
+    assert_eq!(world.clients[2].speaker_events.first(), Some(&Some(b)));
+    // b falls silent and c speaks up: c takes over.
+    world.clients[1].audio_level = Some(127);
+    world.clients[2].audio_level = Some(20);
+    world.run_for(Duration::from_secs(3));
+    let c = world.clients[2].id;
+    assert_eq!(world.clients[0].speaker_events.last(), Some(&Some(c)));
 }

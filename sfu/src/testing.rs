@@ -60,6 +60,12 @@ pub struct Client {
     pub offers: u64,
     /// Every `StageChanged` event received, in order.
     pub stage_events: Vec<Option<ParticipantId>>,
+    /// Every `ActiveSpeaker` event received, in order.
+    pub speaker_events: Vec<Option<ParticipantId>>,
+    /// Every `TrackPublished` event received: (publisher, track).
+    pub published: Vec<(ParticipantId, crate::TrackSummary)>,
+    /// The RFC 6464 level (−dBov, 0..=127) its audio packets carry; `None` sends no level.
+    pub audio_level: Option<u8>,
 }
 
 /// The publisher id under which a host follower's frames are counted.
@@ -289,6 +295,7 @@ impl World {
         let answer = self.command(|reply| Command::Offer {
             participant: id,
             sdp: offer.to_sdp_string(),
+            sources: Vec::new(),
             reply,
         })?;
         accept_answer(&mut rtc, pending, &answer);
@@ -311,6 +318,9 @@ impl World {
             video_frame_bytes: 3000,
             offers: 0,
             stage_events: Vec::new(),
+            speaker_events: Vec::new(),
+            published: Vec::new(),
+            audio_level: None,
         });
         Ok(self.clients.len() - 1)
     }
@@ -388,6 +398,12 @@ impl World {
                     }
                     SessionEvent::StageChanged { participant } => {
                         self.clients[i].stage_events.push(participant)
+                    }
+                    SessionEvent::ActiveSpeaker { participant } => {
+                        self.clients[i].speaker_events.push(participant)
+                    }
+                    SessionEvent::TrackPublished { participant, track } => {
+                        self.clients[i].published.push((participant, track))
                     }
                     _ => {}
                 }
@@ -513,7 +529,10 @@ pub fn write_video(client: &mut Client, now: Instant) {
 pub fn write_audio(client: &mut Client, now: Instant) {
     let Some(mid) = client.audio else { return };
     let time = MediaTime::new(client.frame_count * 48, Frequency::FORTY_EIGHT_KHZ);
-    let writer = client.rtc.writer(mid).unwrap();
+    let mut writer = client.rtc.writer(mid).unwrap();
+    if let Some(level) = client.audio_level {
+        writer = writer.audio_level(-(level.min(127) as i8), level <= 50);
+    }
     let pt = writer
         .payload_params()
         .find(|p| p.spec().codec == Codec::Opus)

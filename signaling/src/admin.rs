@@ -13,12 +13,16 @@
 //! | `DELETE /admin/rooms/<room>` | removes everyone (reason `room_closed`), ends its broadcast |
 //! | `DELETE /admin/rooms/<room>/participants/<id>` | removes one participant (reason `kicked`) |
 //! | `POST /admin/rooms/<room>/participants/<id>/mute` `{muted, track_id?}` | stops or resumes forwarding its tracks |
+//! | `GET /admin/rooms/<room>/questions?format=json\|csv&broadcast=<id>` | the room's chat questions, as a download |
+//!
+//! The questions export is also open in dev mode (the web client's "Export" button for the
+//! host of a dev server), since there is no token to show.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use roomcast_auth::{Claims, Grant};
@@ -103,6 +107,84 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> 
             Err(error(status, refused.code(), refused.to_string()))
         }
     }
+}
+
+/// [`authorize`] for one room, where dev mode (no credentials) is let through.
+fn authorize_room_or_dev(
+    state: &AppState,
+    headers: &HeaderMap,
+    room: &str,
+) -> Result<(), ApiError> {
+    if state.credentials.is_none() {
+        return Ok(());
+    }
+    let scope = authorize(state, headers)?;
+    if !in_scope(&scope, room) {
+        return Err(out_of_scope(&scope, room));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    broadcast: Option<String>,
+}
+
+/// `GET /admin/rooms/<room>/questions`: the room's questions (all, or one broadcast's) as
+/// JSON or CSV, as a file download.
+pub(crate) async fn export_questions(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    validate_room_name(&room)
+        .map_err(|why| error(StatusCode::BAD_REQUEST, "bad_request", why))?;
+    authorize_room_or_dev(&state, &headers, &room)?;
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("format must be \"json\" or \"csv\", not {other:?}"),
+            ));
+        }
+    };
+    let questions = state
+        .chat
+        .questions(&room, query.broadcast)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    info!(%room, count = questions.len(), csv, "questions exported");
+    let (body, content_type, extension) = if csv {
+        (
+            roomcast_chat::export::questions_csv(&questions),
+            "text/csv; charset=utf-8",
+            "csv",
+        )
+    } else {
+        (
+            roomcast_chat::export::questions_json(&questions),
+            "application/json",
+            "json",
+        )
+    };
+    let disposition = format!("attachment; filename=\"{room}-questions.{extension}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 fn in_scope(scope: &str, room: &str) -> bool {
@@ -342,6 +424,7 @@ pub(crate) async fn mute(
         participant,
         track: request.track_id,
         muted: request.muted,
+        by: roomcast_sfu::MutedBy::Admin,
         reply,
     };
     let worker = state.sfu.worker_for_room(&room);

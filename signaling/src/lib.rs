@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod broadcast;
+pub mod chat;
 pub mod hls;
 pub mod limits;
 pub mod process;
@@ -74,6 +75,9 @@ pub struct AppState {
     /// HLS packaging and replays ([`hls`]); replaced after [`AppState::new`] from the
     /// configuration (the default keeps no replays).
     pub hls: Arc<hls::Hls>,
+    /// Room chat ([`chat`]); replaced after [`AppState::new`] from the configuration (the
+    /// default keeps questions and notices in memory only).
+    pub chat: Arc<chat::ChatHub>,
 }
 
 impl AppState {
@@ -100,6 +104,11 @@ impl AppState {
                 hls::Hls::new(hls::HlsSettings::default())
                     .expect("without a replay directory there is nothing to open"),
             ),
+            chat: Arc::new(chat::ChatHub::new(roomcast_chat::ChatService::new(
+                roomcast_chat::ChatConfig::default(),
+                roomcast_chat::ChatStore::open_in_memory()
+                    .expect("an in-memory SQLite database always opens"),
+            ))),
         }
     }
 
@@ -229,31 +238,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .layer(DefaultBodyLimit::max(whip::MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(allow_any_origin));
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/room.js",
-            get(|| async { asset("text/javascript; charset=utf-8", ROOM_JS) }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
-        )
-        .route(
-            "/watch/{room}",
-            get(|| async { asset("text/html; charset=utf-8", WATCH_HTML) }),
-        )
-        .route(
-            "/watch.js",
-            get(|| async { asset("text/javascript; charset=utf-8", WATCH_JS) }),
-        )
+    let mut router = Router::new()
+        .route("/", get(|| async { web_client_file("index.html") }))
+        .route("/watch/{room}", get(|| async { web_client_file("watch.html") }))
+        // Older pages load hls.js from here.
         .route(
             "/hls.min.js",
-            get(|| async { asset("text/javascript; charset=utf-8", HLS_JS) }),
-        )
+            get(|| async { web_client_file("vendor/hls.min.js") }),
+        );
+    for &(path, _) in web_client::WEB_CLIENT_FILES {
+        router = router.route(&format!("/{path}"), get(move || async move { web_client_file(path) }));
+    }
+    router
         // `any`: over HTTP/2 (HTTPS with ALPN h2) browsers open WebSockets with an extended
         // CONNECT (RFC 8441), not a GET.
         .route("/ws", axum::routing::any(websocket))
@@ -273,6 +269,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/admin/rooms/{room}/participants/{id}/mute",
             post(admin::mute),
+        )
+        .route(
+            "/admin/rooms/{room}/questions",
+            get(admin::export_questions),
         )
         .merge(cross_origin)
         .with_state(state)
@@ -355,10 +355,16 @@ fn room_json(
         "host": host,
         "viewers": info.map_or(0, |i| i.viewers),
         "participants": info.map_or(0, |i| i.participants),
+        // A broadcast's start, else when the room's first member joined.
         "started_at": broadcast
             .as_ref()
-            .map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string())
-            .or_else(|| hls.as_ref().map(|b| humantime::format_rfc3339_seconds(b.started_at).to_string())),
+            .map(|b| b.started_at)
+            .or_else(|| hls.as_ref().map(|b| b.started_at))
+            .or_else(|| info.map(|i| {
+                let open_for = std::time::Instant::now().saturating_duration_since(i.opened_at);
+                std::time::SystemTime::now() - open_for
+            }))
+            .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
         "warnings": broadcast.map(|b| b.warnings).unwrap_or_default(),
         "hls": {
             "live": hls_playable,
@@ -400,16 +406,28 @@ async fn directory(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-const INDEX_HTML: &str = include_str!("../../web-client/index.html");
-const ROOM_JS: &str = include_str!("../../web-client/room.js");
-const STYLE_CSS: &str = include_str!("../../web-client/style.css");
-const WATCH_HTML: &str = include_str!("../../web-client/watch.html");
-const WATCH_JS: &str = include_str!("../../web-client/watch.js");
-/// hls.js from npm, vendored by `scripts/vendor-hlsjs.sh` (Apache-2.0, see
-/// `web-client/vendor/hls.js-LICENSE`) so the server needs no npm at run time.
-const HLS_JS: &str = include_str!("../../web-client/vendor/hls.min.js");
+/// The web client, embedded at build time (see `build.rs`).
+mod web_client {
+    include!(concat!(env!("OUT_DIR"), "/web_client.rs"));
+}
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// One file of the web client, or 404. hls.js in `vendor/` is npm's build, vendored by
+/// `scripts/vendor-hlsjs.sh` (Apache-2.0, see `web-client/vendor/hls.js-LICENSE`) so the
+/// server needs no npm at run time.
+fn web_client_file(path: &str) -> Response {
+    let Some(&(_, body)) = web_client::WEB_CLIENT_FILES.iter().find(|(p, _)| *p == path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let content_type = match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("wav") => "audio/wav",
+        _ => "text/plain; charset=utf-8",
+    };
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -465,6 +483,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     text.push_str(&state.metrics.render());
     text.push_str(&state.limit_state.render());
     text.push_str(&state.hls.render_metrics());
+    text.push_str(&state.chat.render_metrics());
     text.push_str(
         &state
             .broadcasts

@@ -46,15 +46,18 @@ pub enum Limit {
     MessageSize,
     RoomsPerNode,
     ParticipantsPerRoom,
+    /// A chat sender over its message rate (`--chat-rate`).
+    ChatRate,
 }
 
 impl Limit {
-    const ALL: [Limit; 5] = [
+    const ALL: [Limit; 6] = [
         Limit::ConnectionsPerIp,
         Limit::MessageRate,
         Limit::MessageSize,
         Limit::RoomsPerNode,
         Limit::ParticipantsPerRoom,
+        Limit::ChatRate,
     ];
 
     fn label(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Limit {
             Limit::MessageSize => "message_size",
             Limit::RoomsPerNode => "rooms_per_node",
             Limit::ParticipantsPerRoom => "participants_per_room",
+            Limit::ChatRate => "chat_rate",
         }
     }
 }
@@ -71,7 +75,7 @@ impl Limit {
 /// Counts refusals per limit, and open connections per address.
 #[derive(Debug, Default)]
 pub struct LimitState {
-    rejections: [AtomicU64; 5],
+    rejections: [AtomicU64; Limit::ALL.len()],
     connections: Arc<DashMap<IpAddr, usize>>,
 }
 

@@ -11,7 +11,10 @@
 //!   the socket stays open, except for oversize frames, which close it with 1009.
 //! - Identifiers are the SFU's numeric ids, so a client can key maps by them directly.
 
-use roomcast_sfu::{MediaKind, ParticipantId, TrackId};
+use std::collections::BTreeMap;
+
+use roomcast_chat::Kind as ChatKind;
+use roomcast_sfu::{MediaKind, MutedBy, ParticipantId, TrackId, TrackSource};
 use serde::{Deserialize, Serialize};
 
 /// Largest text frame a client may send. SDP offers for a dozen m-lines are ~15 KiB; 64 KiB
@@ -30,9 +33,22 @@ pub enum ClientMessage {
         #[serde(default)]
         token: Option<String>,
     },
+    /// Join a room's chat only: no media, not a participant (the watch page). Same rules as
+    /// `join`; answered with `chat_history`.
+    ChatJoin {
+        room: String,
+        name: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
     /// The client's SDP offer: its first one creates the peer connection; later ones
-    /// (renegotiation) are answered the same way.
-    Offer { sdp: String },
+    /// (renegotiation) are answered the same way. `sources` names the send m-lines (by mid)
+    /// that are not a microphone or camera: a screen share.
+    Offer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
+    },
     /// The client's SDP answer to the server's latest `offer`.
     Answer { sdp: String },
     /// One trickled ICE candidate of the client (the `candidate` attribute line, as
@@ -46,8 +62,9 @@ pub enum ClientMessage {
     Leave {},
     /// Admin grant: remove a participant from the room (it gets `left` with reason `kicked`).
     Kick { participant_id: ParticipantId },
-    /// Admin grant: stop (`muted: true`) or resume forwarding a participant's track, or all its
-    /// tracks when `track_id` is absent. Everyone gets `track_muted`.
+    /// Stop (`muted: true`) or resume forwarding a participant's track, or all its tracks when
+    /// `track_id` is absent. Anyone may for their own tracks (but not undo a host's mute);
+    /// other participants' tracks need the admin grant. Everyone gets `track_muted`.
     Mute {
         participant_id: ParticipantId,
         #[serde(default)]
@@ -59,6 +76,11 @@ pub enum ClientMessage {
     SetStage {
         participant_id: Option<ParticipantId>,
     },
+    /// Post to the room's chat: needs the chat grant (or dev mode); a `notice` needs admin.
+    Chat { kind: ChatKind, text: String },
+    /// Admin grant: mark a question answered (or open again). Everyone gets
+    /// `question_updated`.
+    AnswerQuestion { id: u64, answered: bool },
 }
 
 /// Messages the server sends.
@@ -72,6 +94,7 @@ pub enum ServerMessage {
         dev_mode: bool,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
+        grants: Grants,
     },
     /// Answer to the client's `offer`.
     Answer {
@@ -103,11 +126,32 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         track_id: TrackId,
     },
-    /// An admin muted or unmuted a track: the server stopped or resumed forwarding it.
+    /// A track was muted or unmuted (`by` its owner or an admin): the server stopped or
+    /// resumed forwarding it.
     TrackMuted {
         participant_id: ParticipantId,
         track_id: TrackId,
         muted: bool,
+        by: MutedBy,
+    },
+    /// The room's dominant speaker (from the audio levels of RFC 6464), on change.
+    ActiveSpeaker {
+        participant_id: Option<ParticipantId>,
+    },
+    /// The room's chat so far (recent messages, questions and notices), oldest first; sent
+    /// after `joined` and in answer to `chat_join`.
+    ChatHistory {
+        room: String,
+        messages: Vec<serde_json::Value>,
+        permissions: ChatPermissions,
+    },
+    /// A new chat message (to everyone in the room, the sender included).
+    ChatMessage {
+        message: serde_json::Value,
+    },
+    /// A question was marked answered or opened again.
+    QuestionUpdated {
+        message: serde_json::Value,
     },
     /// The room's stage (packaged for HLS and replays) is now `participant_id` (`null`: nobody
     /// publishes).
@@ -133,6 +177,8 @@ pub struct ParticipantInfo {
 pub struct TrackInfo {
     pub id: TrackId,
     pub kind: MediaKind,
+    pub source: TrackSource,
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +187,26 @@ pub struct OfferedTrack {
     pub participant_id: ParticipantId,
     pub track_id: TrackId,
     pub kind: MediaKind,
+    pub source: TrackSource,
+}
+
+/// What this participant may do, so the client shows only the controls that work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub publish: bool,
+    pub chat: bool,
+    pub admin: bool,
+}
+
+/// What this client may do in the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatPermissions {
+    /// Post general messages and questions.
+    pub post: bool,
+    /// Post notices.
+    pub notice: bool,
+    /// Mark questions answered and export them.
+    pub moderate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +271,8 @@ pub enum ErrorCode {
     RateLimited,
     /// `kick`/`mute` named a participant or track that is not in this room.
     UnknownParticipant,
+    /// `answer_question` named no question of this room.
+    UnknownQuestion,
 }
 
 impl ProtocolError {
@@ -250,6 +318,10 @@ const KNOWN_TYPES: &[&str] = &[
     "leave",
     "kick",
     "mute",
+    "set_stage",
+    "chat_join",
+    "chat",
+    "answer_question",
 ];
 
 fn classify_parse_error(text: &str, parse_error: serde_json::Error) -> ProtocolError {
@@ -300,7 +372,41 @@ mod tests {
         );
         assert_eq!(
             parse_client_message(r#"{"type":"offer","sdp":"v=0"}"#).unwrap(),
-            ClientMessage::Offer { sdp: "v=0".into() }
+            ClientMessage::Offer {
+                sdp: "v=0".into(),
+                sources: BTreeMap::new()
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"offer","sdp":"v=0","sources":{"2":"screen"}}"#)
+                .unwrap(),
+            ClientMessage::Offer {
+                sdp: "v=0".into(),
+                sources: BTreeMap::from([("2".into(), TrackSource::Screen)])
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"chat","kind":"question","text":"Why?"}"#).unwrap(),
+            ClientMessage::Chat {
+                kind: ChatKind::Question,
+                text: "Why?".into()
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"answer_question","id":7,"answered":true}"#)
+                .unwrap(),
+            ClientMessage::AnswerQuestion {
+                id: 7,
+                answered: true
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"chat_join","room":"r","name":"Ada"}"#).unwrap(),
+            ClientMessage::ChatJoin {
+                room: "r".into(),
+                name: "Ada".into(),
+                token: None
+            }
         );
         assert_eq!(
             parse_client_message(r#"{"type":"answer","sdp":"v=0"}"#).unwrap(),
@@ -360,6 +466,30 @@ mod tests {
             parse_client_message(r#"{"room":"demo"}"#).unwrap_err().code,
             ErrorCode::BadMessage
         );
+    }
+
+    #[test]
+    fn every_known_type_reports_bad_fields_not_unknown_type() {
+        for kind in KNOWN_TYPES {
+            let error = parse_client_message(&format!(r#"{{"type":"{kind}","bogus":1}}"#))
+                .unwrap_err();
+            assert_eq!(error.code, ErrorCode::BadMessage, "{kind}: {}", error.message);
+        }
+        // And every message type is listed.
+        let error = parse_client_message(r#"{"type":"dance"}"#).unwrap_err();
+        for kind in [
+            "join", "chat_join", "offer", "answer", "candidate", "leave", "kick", "mute",
+            "set_stage", "chat", "answer_question",
+        ] {
+            assert!(error.message.contains(kind), "{kind} missing: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn bad_chat_kinds_are_bad_message() {
+        let error = parse_client_message(r#"{"type":"chat","kind":"shout","text":"hi"}"#)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadMessage);
     }
 
     #[test]

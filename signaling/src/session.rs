@@ -15,17 +15,19 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use roomcast_chat::{Author, ChatError, Permissions};
 use roomcast_sfu::{
-    Command, LeaveReason, ParticipantId, SessionEvent, SfuError, Subscription, WorkerHandle,
+    Command, LeaveReason, MutedBy, ParticipantId, SessionEvent, SfuError, Subscription,
+    TrackSource, WorkerHandle,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::AppState;
 use crate::limits::{Limit, MessageRate};
 use crate::protocol::{
-    ClientMessage, ErrorCode, OfferedTrack, ParticipantInfo, ProtocolError, ServerMessage,
-    TrackInfo, parse_client_message_within,
+    ChatPermissions, ClientMessage, ErrorCode, Grants, OfferedTrack, ParticipantInfo,
+    ProtocolError, ServerMessage, TrackInfo, parse_client_message_within,
 };
 
 /// Frames queued for one client before the session gives up on it.
@@ -93,6 +95,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         state: state.clone(),
         outgoing,
         joined: None,
+        chat: None,
     };
     let span = tracing::info_span!("ws");
     async {
@@ -108,6 +111,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                     Some(Err(error)) => session.handle_read_error(error).await,
                 },
                 event = next_event(&mut session.joined) => session.handle_event(event).await,
+                event = next_chat_event(&mut session.chat) => session.handle_chat_event(event).await,
             };
             if let ControlFlow::Break(reason) = flow {
                 session.leave(reason).await;
@@ -117,6 +121,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     }
     .instrument(span)
     .await;
+    if let Some(seat) = session.chat.take() {
+        state.chat.unsubscribe(&seat.room, seat.events);
+    }
     drop(session);
     let _ = writer.await;
     state.metrics.connection_closed();
@@ -130,11 +137,41 @@ async fn next_event(joined: &mut Option<Joined>) -> Option<SessionEvent> {
     }
 }
 
+/// The room chat's next event for this socket; pending forever without a seat.
+async fn next_chat_event(
+    seat: &mut Option<ChatSeat>,
+) -> Result<ServerMessage, broadcast::error::RecvError> {
+    match seat {
+        Some(seat) => seat.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Session {
     state: Arc<AppState>,
     outgoing: mpsc::Sender<Outgoing>,
     joined: Option<Joined>,
+    /// The room's chat: after `join`, or `chat_join` (chat without media).
+    chat: Option<ChatSeat>,
     rate: MessageRate,
+}
+
+/// A socket's place in a room's chat.
+struct ChatSeat {
+    room: String,
+    author: Author,
+    events: broadcast::Receiver<ServerMessage>,
+}
+
+/// What a `join` or `chat_join` is allowed, from dev mode, `--anonymous-viewers` or its token.
+struct Access {
+    name: String,
+    may_publish: bool,
+    may_chat: bool,
+    is_admin: bool,
+    subscription: Subscription,
+    /// The token's subject (`None` in dev mode and for anonymous viewers).
+    identity: Option<String>,
 }
 
 struct Joined {
@@ -148,6 +185,16 @@ struct Joined {
     /// Dev mode, or the token grants admin (kick, mute).
     is_admin: bool,
     room: String,
+}
+
+impl ChatSeat {
+    fn permissions(&self) -> ChatPermissions {
+        ChatPermissions {
+            post: self.author.permissions.post,
+            notice: self.author.permissions.post && self.author.permissions.admin,
+            moderate: self.author.permissions.admin,
+        }
+    }
 }
 
 /// Whether an SDP offer has an m-line the client sends on.
@@ -237,6 +284,30 @@ impl Session {
         };
         match message {
             ClientMessage::Join { room, name, token } => self.join(room, name, token).await,
+            ClientMessage::ChatJoin { room, name, token } => {
+                self.chat_join(room, name, token).await
+            }
+            ClientMessage::Chat { kind, text } => {
+                let Some(seat) = self.chat_seat_or_error("chat").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let (room, author) = (seat.room.clone(), seat.author.clone());
+                let broadcast = self.state.hls.broadcast(&room).map(|b| b.id.clone());
+                let result = self
+                    .state
+                    .chat
+                    .post(&room, author, kind, text, broadcast)
+                    .await;
+                self.chat_result(result).await
+            }
+            ClientMessage::AnswerQuestion { id, answered } => {
+                let Some(seat) = self.chat_seat_or_error("answer_question").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let (room, author) = (seat.room.clone(), seat.author.clone());
+                let result = self.state.chat.answer(&room, author, id, answered).await;
+                self.chat_result(result).await
+            }
             ClientMessage::Kick { participant_id } => {
                 let Some((room, worker)) = self.admin_or_error("kick").await? else {
                     return ControlFlow::Continue(());
@@ -264,14 +335,25 @@ impl Session {
                 track_id,
                 muted,
             } => {
-                let Some((room, worker)) = self.admin_or_error("mute").await? else {
-                    return ControlFlow::Continue(());
+                let own = self
+                    .joined
+                    .as_ref()
+                    .is_some_and(|j| j.participant == participant_id && !j.removed);
+                let (room, worker, by) = if own {
+                    let joined = self.joined.as_ref().expect("checked above");
+                    (joined.room.clone(), joined.worker.clone(), MutedBy::Owner)
+                } else {
+                    let Some((room, worker)) = self.admin_or_error("mute").await? else {
+                        return ControlFlow::Continue(());
+                    };
+                    (room, worker, MutedBy::Admin)
                 };
                 let result = request(&worker, |reply| Command::SetMuted {
                     room,
                     participant: participant_id,
                     track: track_id,
                     muted,
+                    by,
                     reply,
                 })
                 .await;
@@ -302,7 +384,7 @@ impl Session {
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
-            ClientMessage::Offer { sdp } => {
+            ClientMessage::Offer { sdp, sources } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
                 };
@@ -317,9 +399,11 @@ impl Session {
                 }
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
+                let sources: Vec<(String, TrackSource)> = sources.into_iter().collect();
                 match request(&worker, |reply| Command::Offer {
                     participant,
                     sdp,
+                    sources,
                     reply,
                 })
                 .await
@@ -416,13 +500,105 @@ impl Session {
         }
     }
 
+    /// Check a `join` or `chat_join`: names, then the token (outside dev mode), which decides
+    /// the room, the display name and the grants. On refusal the client has its error.
+    async fn access(
+        &self,
+        room: &str,
+        name: String,
+        token: Option<String>,
+    ) -> ControlFlow<LeaveReason, Option<Access>> {
+        let name = name.trim().to_string();
+        if let Err(why) = validate_room_name(room) {
+            self.send_error(ErrorCode::InvalidName, why).await?;
+            return ControlFlow::Continue(None);
+        }
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            self.send_error(
+                ErrorCode::InvalidName,
+                format!("display name must be 1 to {MAX_NAME_CHARS} printable characters"),
+            )
+            .await?;
+            return ControlFlow::Continue(None);
+        }
+        let access = match &self.state.credentials {
+            None => Access {
+                name,
+                may_publish: true,
+                may_chat: true,
+                is_admin: true,
+                subscription: Subscription::AllTracks,
+                identity: None,
+            },
+            // `--anonymous-viewers`: no token, watch and read only.
+            Some(_) if token.is_none() && self.state.anonymous_viewers => {
+                info!(%room, "anonymous viewer joins");
+                Access {
+                    name,
+                    may_publish: false,
+                    may_chat: false,
+                    is_admin: false,
+                    subscription: Subscription::AllTracks,
+                    identity: None,
+                }
+            }
+            Some(credentials) => {
+                let Some(token) = token else {
+                    self.send_error(
+                        ErrorCode::Unauthorized,
+                        "this server needs an access token in \"join\" (\"token\": …); \
+                         it does not allow anonymous viewers",
+                    )
+                    .await?;
+                    return ControlFlow::Continue(None);
+                };
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let claims = roomcast_auth::verify(credentials, &token, now_unix).and_then(|c| {
+                    roomcast_auth::require_room(&c, room)?;
+                    Ok(c)
+                });
+                let claims = match claims {
+                    Ok(claims) => claims,
+                    Err(refused) => {
+                        warn!(%room, code = refused.code(), "join refused: {refused}");
+                        self.send_error(
+                            ErrorCode::Unauthorized,
+                            format!("{}: {refused}", refused.code()),
+                        )
+                        .await?;
+                        return ControlFlow::Continue(None);
+                    }
+                };
+                let grants = &claims.grants;
+                Access {
+                    name: claims.name.clone().unwrap_or(name),
+                    may_publish: grants.allows(roomcast_auth::Grant::Publish),
+                    may_chat: grants.allows(roomcast_auth::Grant::Chat),
+                    is_admin: grants.allows(roomcast_auth::Grant::Admin),
+                    subscription: if grants.allows(roomcast_auth::Grant::Subscribe) {
+                        Subscription::AllTracks
+                    } else {
+                        Subscription::Nothing
+                    },
+                    identity: Some(claims.sub.clone()),
+                }
+            }
+        };
+        ControlFlow::Continue(Some(access))
+    }
+
     async fn join(
         &mut self,
         room: String,
         name: String,
         token: Option<String>,
     ) -> ControlFlow<LeaveReason> {
-        if self.joined.is_some() {
+        if self.joined.is_some() || self.chat.is_some() {
             return self
                 .send_error(
                     ErrorCode::AlreadyJoined,
@@ -430,74 +606,17 @@ impl Session {
                 )
                 .await;
         }
-        let name = name.trim().to_string();
-        if let Err(why) = validate_room_name(&room) {
-            return self.send_error(ErrorCode::InvalidName, why).await;
-        }
-        if name.is_empty()
-            || name.chars().count() > MAX_NAME_CHARS
-            || name.chars().any(char::is_control)
-        {
-            return self
-                .send_error(
-                    ErrorCode::InvalidName,
-                    format!("display name must be 1 to {MAX_NAME_CHARS} printable characters"),
-                )
-                .await;
-        }
-        // Outside dev mode the token decides: its room, its display name, its grants.
-        // Its identity names the participant's TURN credentials.
-        let mut identity = None;
-        let (name, may_publish, is_admin, subscription) = match &self.state.credentials {
-            None => (name, true, true, Subscription::AllTracks),
-            // `--anonymous-viewers`: no token, watch only (no publishing, no admin).
-            Some(_) if token.is_none() && self.state.anonymous_viewers => {
-                info!(%room, "anonymous viewer joins");
-                (name, false, false, Subscription::AllTracks)
-            }
-            Some(credentials) => {
-                let Some(token) = token else {
-                    return self
-                        .send_error(
-                            ErrorCode::Unauthorized,
-                            "this server needs an access token in \"join\" (\"token\": …); \
-                             it does not allow anonymous viewers",
-                        )
-                        .await;
-                };
-                let now_unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let claims = roomcast_auth::verify(credentials, &token, now_unix).and_then(|c| {
-                    roomcast_auth::require_room(&c, &room)?;
-                    Ok(c)
-                });
-                let claims = match claims {
-                    Ok(claims) => claims,
-                    Err(refused) => {
-                        warn!(%room, code = refused.code(), "join refused: {refused}");
-                        return self
-                            .send_error(
-                                ErrorCode::Unauthorized,
-                                format!("{}: {refused}", refused.code()),
-                            )
-                            .await;
-                    }
-                };
-                identity = Some(claims.sub.clone());
-                let subscription = if claims.grants.allows(roomcast_auth::Grant::Subscribe) {
-                    Subscription::AllTracks
-                } else {
-                    Subscription::Nothing
-                };
-                (
-                    claims.name.clone().unwrap_or(name),
-                    claims.grants.allows(roomcast_auth::Grant::Publish),
-                    claims.grants.allows(roomcast_auth::Grant::Admin),
-                    subscription,
-                )
-            }
+        let Some(access) = self.access(&room, name, token).await? else {
+            return ControlFlow::Continue(());
         };
+        let Access {
+            name,
+            may_publish,
+            may_chat,
+            is_admin,
+            subscription,
+            identity,
+        } = access;
         let participant = ParticipantId::next();
         let worker = self.state.sfu.worker_for_room(&room).clone();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -526,12 +645,164 @@ impl Session {
         });
         self.send(ServerMessage::Joined {
             participant_id: participant,
-            room,
+            room: room.clone(),
             dev_mode: self.state.dev_mode,
             participants: participants.into_iter().map(participant_info).collect(),
             ice_servers: self.state.ice_servers(identity.as_deref(), participant),
+            grants: Grants {
+                publish: may_publish,
+                chat: may_chat,
+                admin: is_admin,
+            },
         })
-        .await
+        .await?;
+        let author = Author {
+            key: identity.unwrap_or_else(|| format!("participant:{participant}")),
+            participant_id: Some(participant.0),
+            name,
+            permissions: Permissions {
+                post: may_chat,
+                admin: is_admin,
+            },
+        };
+        self.take_chat_seat(room, author).await
+    }
+
+    /// `chat_join`: a seat in the room's chat without media (the watch page).
+    async fn chat_join(
+        &mut self,
+        room: String,
+        name: String,
+        token: Option<String>,
+    ) -> ControlFlow<LeaveReason> {
+        if self.joined.is_some() || self.chat.is_some() {
+            return self
+                .send_error(
+                    ErrorCode::AlreadyJoined,
+                    "this socket already joined a room's chat; open another socket to join again",
+                )
+                .await;
+        }
+        let Some(access) = self.access(&room, name, token).await? else {
+            return ControlFlow::Continue(());
+        };
+        info!(%room, name = %access.name, "chat-only member joins");
+        let author = Author {
+            // Without a token there is no identity: the socket is the sender.
+            key: access.identity.unwrap_or_else(|| {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                format!(
+                    "chat-socket:{}",
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                )
+            }),
+            participant_id: None,
+            name: access.name,
+            permissions: Permissions {
+                post: access.may_chat,
+                admin: access.is_admin,
+            },
+        };
+        self.take_chat_seat(room, author).await
+    }
+
+    /// Subscribe to the room's chat, then send its history (in that order: nothing posted in
+    /// between is lost).
+    async fn take_chat_seat(&mut self, room: String, author: Author) -> ControlFlow<LeaveReason> {
+        let events = self.state.chat.subscribe(&room);
+        let seat = ChatSeat {
+            room,
+            author,
+            events,
+        };
+        let permissions = seat.permissions();
+        let room = seat.room.clone();
+        self.chat = Some(seat);
+        self.send_chat_history(room, permissions).await
+    }
+
+    async fn send_chat_history(
+        &self,
+        room: String,
+        permissions: ChatPermissions,
+    ) -> ControlFlow<LeaveReason> {
+        match self.state.chat.history(&room).await {
+            Ok(messages) => {
+                self.send(ServerMessage::ChatHistory {
+                    room,
+                    messages,
+                    permissions,
+                })
+                .await
+            }
+            Err(error) => {
+                warn!(%room, %error, "chat history unavailable");
+                self.send_error(ErrorCode::Internal, format!("chat history unavailable: {error}"))
+                    .await
+            }
+        }
+    }
+
+    /// This socket's chat seat, or an error naming the message that needs one.
+    async fn chat_seat_or_error(
+        &self,
+        what: &str,
+    ) -> ControlFlow<LeaveReason, Option<&ChatSeat>> {
+        match &self.chat {
+            Some(seat) => ControlFlow::Continue(Some(seat)),
+            None => {
+                self.send_error(
+                    ErrorCode::NotJoined,
+                    format!("{what:?} needs a successful \"join\" or \"chat_join\" first"),
+                )
+                .await?;
+                ControlFlow::Continue(None)
+            }
+        }
+    }
+
+    async fn chat_result(&self, result: Result<(), ChatError>) -> ControlFlow<LeaveReason> {
+        let Err(error) = result else {
+            return ControlFlow::Continue(());
+        };
+        let code = match &error {
+            ChatError::Forbidden(_) => ErrorCode::Forbidden,
+            ChatError::BadMessage(_) => ErrorCode::BadMessage,
+            ChatError::RateLimited { .. } => {
+                self.state.limit_state.rejected(Limit::ChatRate);
+                ErrorCode::RateLimited
+            }
+            ChatError::UnknownQuestion(_) => ErrorCode::UnknownQuestion,
+            ChatError::Storage(_) => {
+                warn!(%error, "chat storage failed");
+                ErrorCode::Internal
+            }
+        };
+        self.send_error(code, error.to_string()).await
+    }
+
+    async fn handle_chat_event(
+        &mut self,
+        event: Result<ServerMessage, broadcast::error::RecvError>,
+    ) -> ControlFlow<LeaveReason> {
+        match event {
+            Ok(message) => self.send(message).await,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let Some(seat) = &self.chat else {
+                    return ControlFlow::Continue(());
+                };
+                debug!(missed, "chat member fell behind; resending the history");
+                self.send_chat_history(seat.room.clone(), seat.permissions())
+                    .await
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                // The hub never drops a room with members; nothing more will come.
+                if let Some(seat) = self.chat.take() {
+                    self.state.chat.unsubscribe(&seat.room, seat.events);
+                }
+                ControlFlow::Continue(())
+            }
+        }
     }
 
     async fn send_sfu_error(&self, error: SfuError) -> ControlFlow<LeaveReason> {
@@ -551,6 +822,7 @@ impl Session {
                 ErrorCode::TooManyRooms
             }
             SfuError::UnknownTrack(_) => ErrorCode::UnknownParticipant,
+            SfuError::MutedByAdmin(_) => ErrorCode::Forbidden,
             SfuError::WorkerGone | SfuError::NotIngest(_) => ErrorCode::Internal,
         };
         self.send_error(code, error.to_string()).await
@@ -585,10 +857,7 @@ impl Session {
             },
             SessionEvent::TrackPublished { participant, track } => ServerMessage::TrackPublished {
                 participant_id: participant,
-                track: TrackInfo {
-                    id: track.id,
-                    kind: track.kind,
-                },
+                track: track_info(track),
             },
             SessionEvent::TrackUnpublished { participant, track } => {
                 ServerMessage::TrackUnpublished {
@@ -600,10 +869,15 @@ impl Session {
                 participant,
                 track,
                 muted,
+                by,
             } => ServerMessage::TrackMuted {
                 participant_id: participant,
                 track_id: track,
                 muted,
+                by,
+            },
+            SessionEvent::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker {
+                participant_id: participant,
             },
             SessionEvent::StageChanged { participant } => ServerMessage::StageChanged {
                 participant_id: participant,
@@ -617,6 +891,7 @@ impl Session {
                         participant_id: t.participant,
                         track_id: t.track,
                         kind: t.kind,
+                        source: t.source,
                     })
                     .collect(),
             },
@@ -665,14 +940,16 @@ fn participant_info(summary: roomcast_sfu::ParticipantSummary) -> ParticipantInf
     ParticipantInfo {
         id: summary.id,
         name: summary.name,
-        tracks: summary
-            .tracks
-            .into_iter()
-            .map(|t| TrackInfo {
-                id: t.id,
-                kind: t.kind,
-            })
-            .collect(),
+        tracks: summary.tracks.into_iter().map(track_info).collect(),
+    }
+}
+
+fn track_info(track: roomcast_sfu::TrackSummary) -> TrackInfo {
+    TrackInfo {
+        id: track.id,
+        kind: track.kind,
+        source: track.source,
+        muted: track.muted,
     }
 }
 

@@ -231,6 +231,7 @@ async fn create(
     let answer = request(&worker, |reply| Command::Offer {
         participant,
         sdp: offer.to_string(),
+        sources: Vec::new(),
         reply,
     })
     .await;

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { setTimeout as delay } from 'node:timers/promises';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -108,6 +109,7 @@ export async function startServer({
   hls = true,
   replayDir = null,
   broadcastEndGraceMs = null,
+  chatDb = null,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} does not exist: build it with \`cargo build\` or set ROOMCAST_BIN`);
@@ -121,6 +123,11 @@ export async function startServer({
   } else {
     replayDir = null;
   }
+  // The chat database goes to a temporary directory too, unless the test keeps one across
+  // restarts (it passes `chatDb` and removes it itself).
+  const ownChatDir = chatDb ? null : mkdtempSync(path.join(os.tmpdir(), 'roomcast-chat-'));
+  chatDb ??= path.join(ownChatDir, 'chat.sqlite3');
+  extraArgs = ['--chat-db', chatDb, ...extraArgs];
   args = mergeArgs(args, extraArgs);
   const wantRtmp = args.some((arg) => arg === '--rtmp' || arg.startsWith('--rtmp='));
   const lines = [];
@@ -153,6 +160,7 @@ export async function startServer({
 
   const removeOwnReplayDir = () => {
     if (ownReplayDir && !process.env.ROOMCAST_KEEP_REPLAY_DIR) rmSync(replayDir, { recursive: true, force: true });
+    if (ownChatDir) rmSync(ownChatDir, { recursive: true, force: true });
   };
   const stop = async ({ timeout = 5_000 } = {}) => {
     if (exit) {
@@ -291,21 +299,22 @@ export async function newLoggedPage(browser, label, { initScripts = [], contextO
 
 /**
  * Development aid, off by default: the server embeds web-client/ at compile time, so client
- * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get index.html, room.js,
- * watch.html (for /watch/<room>), watch.js, style.css and hls.min.js (web-client/vendor/) from
- * the working tree instead (everything else still comes from the server).
+ * changes need a rebuild. With ROOMCAST_WEB_CLIENT_FROM_DISK=1 the pages get every web-client
+ * file (index.html for `/`, watch.html for /watch/<room>) from the working tree instead.
  */
 async function serveWebClientFromDisk(page) {
-  const files = {
-    '/': ['index.html', 'text/html'],
-    '/room.js': ['room.js', 'text/javascript'],
-    '/watch.js': ['watch.js', 'text/javascript'],
-    '/style.css': ['style.css', 'text/css'],
-    '/hls.min.js': ['vendor/hls.min.js', 'text/javascript'],
+  const types = { html: 'text/html', js: 'text/javascript', css: 'text/css', json: 'application/json', svg: 'image/svg+xml', png: 'image/png' };
+  const fileFor = (pathname) => {
+    if (pathname === '/') return 'index.html';
+    if (/^\/watch\/[^/]+\/?$/.test(pathname)) return 'watch.html';
+    if (pathname === '/hls.min.js') return 'vendor/hls.min.js';
+    const relative = pathname.slice(1);
+    if (relative.includes('..')) return null;
+    return existsSync(path.join(REPO_ROOT, 'web-client', relative)) && /\.[a-z]+$/.test(relative) ? relative : null;
   };
-  const fileFor = (pathname) => (/^\/watch\/[^/]+\/?$/.test(pathname) ? ['watch.html', 'text/html'] : files[pathname]);
   await page.route((url) => Boolean(fileFor(url.pathname)), (route) => {
-    const [file, contentType] = fileFor(new URL(route.request().url()).pathname);
+    const file = fileFor(new URL(route.request().url()).pathname);
+    const contentType = types[file.split('.').pop()] ?? 'text/plain';
     return route.fulfill({ contentType, body: readFileSync(path.join(REPO_ROOT, 'web-client', file)) });
   });
 }
@@ -1483,5 +1492,113 @@ export function forceH264InitScript() {
       window.__forceH264.transceivers += 1;
     }
     return transceiver;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Firefox (firefox.test.mjs)
+
+/**
+ * The first IPv4 address of this machine that is not loopback. Firefox gathers no ICE candidates
+ * on loopback (its `media.peerconnection.ice.loopback` pref no longer brings them back), so a
+ * server that Firefox talks to announces this address instead: packets to one's own address
+ * still never leave the machine.
+ */
+export function hostIPv4() {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const address of addresses ?? []) {
+      if (address.family === 'IPv4' && !address.internal) return address.address;
+    }
+  }
+  throw new Error('this machine has no non-loopback IPv4 address for the Firefox test server to announce');
+}
+
+/**
+ * Headless Debian Firefox ESR driven over WebDriver BiDi with a fresh profile: fake camera and
+ * microphone, no permission prompts, no updates or telemetry. (playwright-core's Firefox
+ * support needs a BiDi command this Firefox lacks, `emulation.setMediaFeaturesOverride`, so this
+ * speaks the few BiDi commands the test needs itself.) `page.evaluate(fn)` runs `fn` (an async
+ * function, as source or a function) in the page and returns its JSON result.
+ */
+export async function launchFirefox({ executablePath = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr', label = 'firefox' } = {}) {
+  const { ws: WebSocket } = createRequire(import.meta.url)('playwright-core/lib/utilsBundle');
+  const profile = mkdtempSync(path.join(os.tmpdir(), 'roomcast-firefox-'));
+  const prefs = {
+    'media.navigator.streams.fake': true,
+    'media.navigator.permission.disabled': true,
+    'media.peerconnection.ice.obfuscate_host_addresses': false,
+    'media.autoplay.default': 0,
+    'remote.prefs.recommended': true,
+    'app.update.enabled': false,
+    'browser.shell.checkDefaultBrowser': false,
+    'datareporting.policy.dataSubmissionEnabled': false,
+    'toolkit.telemetry.enabled': false,
+    'media.gmp-manager.updateEnabled': false,
+    'network.captive-portal-service.enabled': false,
+  };
+  writeFileSync(path.join(profile, 'user.js'),
+    Object.entries(prefs).map(([key, value]) => `user_pref(${JSON.stringify(key)}, ${JSON.stringify(value)});`).join('\n'));
+  const child = spawn(executablePath, ['--headless', '--no-remote', '--profile', profile, '--remote-debugging-port=0', 'about:blank'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs = [];
+  const endpoint = await new Promise((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`Firefox did not start WebDriver BiDi within 30 s:\n${output}`)), 30_000);
+    const onData = (data) => {
+      output += data;
+      const match = /WebDriver BiDi listening on (ws:\/\/\S+)/.exec(output);
+      if (match) { clearTimeout(timer); resolve(match[1]); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`Firefox exited (${code}):\n${output}`)); });
+  });
+  const socket = new WebSocket(`${endpoint}/session`);
+  await once(socket, 'open');
+  let nextId = 1;
+  const pending = new Map();
+  socket.on('message', (data) => {
+    const message = JSON.parse(data.toString());
+    if (message.id && pending.has(message.id)) {
+      const { resolve, reject } = pending.get(message.id);
+      pending.delete(message.id);
+      if (message.type === 'error') reject(new Error(`${message.error}: ${message.message}`));
+      else resolve(message.result);
+    } else if (message.method === 'log.entryAdded') {
+      logs.push({ type: message.params.level, text: message.params.text });
+    }
+  });
+  const send = (method, params = {}) => new Promise((resolve, reject) => {
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    socket.send(JSON.stringify({ id, method, params }));
+  });
+  await send('session.new', { capabilities: {} });
+  await send('session.subscribe', { events: ['log.entryAdded'] });
+  const { contexts } = await send('browsingContext.getTree', {});
+  const context = contexts[0].context;
+  return {
+    label,
+    logs,
+    /** Console errors and uncaught exceptions, as `pageErrors` gives them for Chromium. */
+    errors: () => logs.filter((entry) => entry.type === 'error').map((entry) => entry.text),
+    goto: (url) => send('browsingContext.navigate', { context, url, wait: 'complete' }),
+    async evaluate(fn) {
+      const source = typeof fn === 'function' ? fn.toString() : fn;
+      const result = await send('script.evaluate', {
+        expression: `(async () => JSON.stringify(await (${source})() ?? null))()`,
+        target: { context },
+        awaitPromise: true,
+      });
+      if (result.type === 'exception') throw new Error(`${label}: ${result.exceptionDetails.text}`);
+      return JSON.parse(result.result.value);
+    },
+    async close() {
+      await send('session.end').catch(() => {});
+      socket.close();
+      child.kill('SIGTERM');
+      await once(child, 'exit').catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
   };
 }

@@ -7,7 +7,8 @@
 //   3. A fifth page joins late: all three existing videos are decoded within 1 s of its peer
 //      connection reaching 'connected' (both instants recorded in the page; the decode time
 //      from requestVideoFrameCallback metadata), and the room sees and hears it too.
-//   4. The fifth page clicks Leave: it is back at the form with camera and connection closed,
+//   4. The fifth page clicks Leave: it is back at the directory (the room in its start form) with
+//      camera and connection closed,
 //      and the others drop its tile.
 //   5. A tab is killed (renderer crash: no unload handler, no leave message): within 2 s the
 //      others drop its tile and tracks, from the WebSocket close alone.
@@ -230,7 +231,7 @@ step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_
   }));
 });
 
-step('the leave button leaves the room and returns to the form', async () => {
+step('the leave button leaves the room and returns to the directory', async () => {
   const leaver = pages.find((page) => pageLabel(page) === 'p5');
   const staying = pages.filter((page) => page !== leaver);
   const leaverId = (await sessionInfo(leaver)).participantId;
@@ -238,15 +239,14 @@ step('the leave button leaves the room and returns to the form', async () => {
   await leaver.getByRole('button', { name: 'Leave' }).click();
   const after = await leaver.evaluate(() => ({
     state: window.roomcast.state,
-    formShown: !document.getElementById('join-view').hidden,
-    room: document.getElementById('room-input').value,
-    name: document.getElementById('name-input').value,
+    directoryShown: !document.getElementById('directory-view').hidden,
+    room: document.getElementById('start-room').value,
     path: location.pathname + location.search,
     pcState: window.roomcast.pc?.connectionState ?? null,
     liveLocalTracks: window.roomcast.localStream?.getTracks().filter((t) => t.readyState === 'live').length ?? 0,
   }));
   assert.deepEqual(after, {
-    state: 'left', formShown: true, room, name: 'p5', path: '/', pcState: 'closed', liveLocalTracks: 0,
+    state: 'left', directoryShown: true, room, path: '/', pcState: 'closed', liveLocalTracks: 0,
   }, 'p5 after clicking Leave');
 
   await Promise.all(staying.map((page) => waitFor(async () => {

@@ -60,10 +60,15 @@ impl Server {
     pub fn start_with(extra_args: &[&str]) -> Server {
         // Replays go to a directory of the test's, never into the working tree.
         let own_replay_dir = (!extra_args.contains(&"--replay-dir")).then(|| temp_dir("replays"));
-        let replay_args: Vec<String> = own_replay_dir
+        let mut replay_args: Vec<String> = own_replay_dir
             .iter()
             .flat_map(|dir| ["--replay-dir".to_string(), dir.display().to_string()])
             .collect();
+        // And the chat database too.
+        if !extra_args.contains(&"--chat-db") {
+            let db = temp_dir("chat").join("chat.sqlite3");
+            replay_args.extend(["--chat-db".to_string(), db.display().to_string()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["serve", "--http", "127.0.0.1:0", "--rtc-port", "0"])
             .args(["--rtmp", "127.0.0.1:0"])
