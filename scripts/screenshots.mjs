@@ -1,26 +1,22 @@
-// Regenerates the README's screenshots: a 3-person room as one participant sees it, the join
-// form, and the broadcast viewer page playing an ffmpeg RTMP push.
+// Regenerates the README's screenshots: the lobby, a 4-person room, the chat and the directory
+// (written by the web client's browser test, tests/browser/client.test.mjs, into docs/images/),
+// and the broadcast viewer page playing an ffmpeg RTMP push.
 // Usage: cargo build && node scripts/screenshots.mjs   (writes docs/images/*.png; needs ffmpeg)
-import { spawn } from 'node:child_process';
-import { startServer, launchBrowser, openRoomPage, openWatchPage, waitFor, inboundStats } from '../tests/browser/lib.mjs';
+import { spawn, spawnSync } from 'node:child_process';
+import { startServer, launchBrowser, openWatchPage, waitFor, inboundStats } from '../tests/browser/lib.mjs';
+
+const clientTest = spawnSync(process.execPath, ['--test', 'tests/browser/client.test.mjs'], {
+  stdio: 'inherit',
+  env: { ...process.env, ROOMCAST_SCREENSHOT_DIR: 'docs/images' },
+});
+if (clientTest.status !== 0) {
+  console.error('the web client test failed: its screenshots in docs/images/ may be incomplete');
+  process.exit(1);
+}
 
 const server = await startServer();
 const browser = await launchBrowser();
 try {
-  const room = 'demo';
-  const pages = [];
-  for (const name of ['Ada', 'Grace', 'Linus']) pages.push(await openRoomPage(browser, server.url, room, name));
-  const viewer = pages[0];
-  await waitFor(async () => {
-    const videos = (await inboundStats(viewer)).filter((s) => s.kind === 'video' && s.framesDecoded > 10);
-    if (videos.length < 2) throw new Error(`${videos.length} videos decoding`);
-    return true;
-  }, { timeout: 20_000, interval: 200, message: 'two remote videos to play' });
-  await viewer.setViewportSize({ width: 1100, height: 700 });
-  await viewer.screenshot({ path: 'docs/images/room.png' });
-  const form = await browser.newPage({ viewport: { width: 1100, height: 700 } });
-  await form.goto(server.url + '/');
-  await form.screenshot({ path: 'docs/images/join-form.png' });
   const encoder = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
     '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440',
     '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '60', '-c:a', 'aac',
@@ -37,7 +33,7 @@ try {
   } finally {
     encoder.kill('SIGKILL');
   }
-  console.log('wrote docs/images/room.png, docs/images/join-form.png and docs/images/watch.png');
+  console.log('wrote docs/images/{lobby,room,chat,directory,watch}.png');
 } finally {
   await browser.close();
   await server.stop();

@@ -14,7 +14,12 @@ fn main() {
     let mut table = String::from("pub static WEB_CLIENT_FILES: &[(&str, &[u8])] = &[\n");
     for (url_path, file) in &files {
         println!("cargo:rerun-if-changed={}", file.display());
-        writeln!(table, "    ({url_path:?}, include_bytes!({:?})),", file.display()).unwrap();
+        writeln!(
+            table,
+            "    ({url_path:?}, include_bytes!({:?})),",
+            file.display()
+        )
+        .unwrap();
     }
     table.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("web_client.rs");
@@ -23,8 +28,8 @@ fn main() {
 
 /// Every served file: not hidden, not the type-check configuration.
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -34,7 +39,11 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
         if path.is_dir() {
             collect(root, &path, files);
         } else {
-            let relative = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             files.push((relative, path.canonicalize().unwrap()));
         }
     }

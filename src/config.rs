@@ -269,11 +269,15 @@ pub const CHAT_RATE_WINDOW: Duration = Duration::from_secs(10);
 fn resolve_chat(args: &ServeArgs, file: &FileConfig) -> Result<ChatSettings, String> {
     let rate = args.chat_rate.or(file.chat_rate).unwrap_or(5);
     if !(1..=1000).contains(&rate) {
-        return Err(format!("--chat-rate must be between 1 and 1000 (got {rate})"));
+        return Err(format!(
+            "--chat-rate must be between 1 and 1000 (got {rate})"
+        ));
     }
     let history = args.chat_history.or(file.chat_history).unwrap_or(50);
     if history > 1000 {
-        return Err(format!("--chat-history must be at most 1000 (got {history})"));
+        return Err(format!(
+            "--chat-history must be at most 1000 (got {history})"
+        ));
     }
     Ok(ChatSettings {
         db: args
@@ -281,7 +285,10 @@ fn resolve_chat(args: &ServeArgs, file: &FileConfig) -> Result<ChatSettings, Str
             .clone()
             .or_else(|| file.chat_db.clone())
             .unwrap_or_else(|| PathBuf::from("roomcast-data/chat.sqlite3")),
-        word_list: args.chat_word_list.clone().or_else(|| file.chat_word_list.clone()),
+        word_list: args
+            .chat_word_list
+            .clone()
+            .or_else(|| file.chat_word_list.clone()),
         rate,
         history,
     })

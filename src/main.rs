@@ -229,9 +229,7 @@ async fn wait_for_signal() {
 }
 
 /// The chat service from `--chat-*`: its SQLite database and word filter.
-fn open_chat(
-    settings: &config::ChatSettings,
-) -> Result<roomcast_signaling::chat::ChatHub, String> {
+fn open_chat(settings: &config::ChatSettings) -> Result<roomcast_signaling::chat::ChatHub, String> {
     let store = roomcast_chat::ChatStore::open(&settings.db).map_err(|e| {
         format!(
             "cannot open the chat database {}: {e} (change it with --chat-db)",

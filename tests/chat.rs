@@ -124,7 +124,10 @@ async fn chat_kinds_permissions_filter_rate_limit_history_and_export() {
     // answer questions.
     post(&mut bob, "general", "hi").await;
     let error = expect_error(&mut bob, "forbidden").await;
-    assert!(error["message"].as_str().unwrap().contains("chat"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("chat"),
+        "{error}"
+    );
     post(&mut anonymous, "question", "hi?").await;
     expect_error(&mut anonymous, "forbidden").await;
     post(&mut ada, "notice", "Break!").await;
@@ -138,15 +141,30 @@ async fn chat_kinds_permissions_filter_rate_limit_history_and_export() {
     assert_eq!(question["kind"], "question");
     assert_eq!(question["answered"], false);
     let id = question["id"].as_u64().unwrap();
-    send(&mut ada, json!({"type": "answer_question", "id": id, "answered": true})).await;
+    send(
+        &mut ada,
+        json!({"type": "answer_question", "id": id, "answered": true}),
+    )
+    .await;
     next_of(&mut ada, &["chat_message"]).await; // its own question
     expect_error(&mut ada, "forbidden").await;
-    send(&mut host, json!({"type": "answer_question", "id": 9999, "answered": true})).await;
+    send(
+        &mut host,
+        json!({"type": "answer_question", "id": 9999, "answered": true}),
+    )
+    .await;
     expect_error(&mut host, "unknown_question").await;
-    send(&mut host, json!({"type": "answer_question", "id": id, "answered": true})).await;
+    send(
+        &mut host,
+        json!({"type": "answer_question", "id": id, "answered": true}),
+    )
+    .await;
     for ws in [&mut host, &mut bob] {
         let updated = next_of(ws, &["question_updated"]).await["message"].clone();
-        assert_eq!((updated["id"].as_u64(), &updated["answered"]), (Some(id), &json!(true)));
+        assert_eq!(
+            (updated["id"].as_u64(), &updated["answered"]),
+            (Some(id), &json!(true))
+        );
         assert_eq!(updated["answered_by"], "Host");
     }
     post(&mut host, "notice", "We resume at 14:00").await;
@@ -159,14 +177,20 @@ async fn chat_kinds_permissions_filter_rate_limit_history_and_export() {
     until_text(&mut ada, "three").await;
     post(&mut ada, "general", "four").await;
     let refused = expect_error(&mut ada, "rate_limited").await;
-    assert!(refused["message"].as_str().unwrap().contains("wait"), "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("wait"),
+        "{refused}"
+    );
     post(&mut host, "general", "still here").await;
     until_text(&mut host, "still here").await;
     assert!(
         server.metric("roomcast_limit_rejections_total{limit=\"chat_rate\"}") >= 1,
         "refusals are counted"
     );
-    assert_eq!(server.metric("roomcast_chat_messages_total{kind=\"question\"}"), 1);
+    assert_eq!(
+        server.metric("roomcast_chat_messages_total{kind=\"question\"}"),
+        1
+    );
     assert_eq!(server.metric("roomcast_chat_members"), 4);
 
     // A late joiner gets the history: messages in order, the question answered.
@@ -206,14 +230,19 @@ async fn chat_kinds_permissions_filter_rate_limit_history_and_export() {
     let mut lines = csv.body.lines();
     assert!(lines.next().unwrap().contains("text"), "a header row");
     let row = lines.next().expect("one question");
-    assert!(row.contains("Will the slides be shared?") && row.contains("Ada"), "{row}");
+    assert!(
+        row.contains("Will the slides be shared?") && row.contains("Ada"),
+        "{row}"
+    );
     assert_eq!(lines.next(), None, "only questions are exported");
     let json_export = export(Some(ops), "json").await;
     let exported: Value = serde_json::from_str(&json_export.body).unwrap();
     assert_eq!(exported.as_array().map(Vec::len), Some(1), "{exported}");
     assert_eq!(export(None, "json").await.status, 401);
     assert_eq!(
-        export(Some(mint("talk", "ada", "subscribe,chat")), "json").await.status,
+        export(Some(mint("talk", "ada", "subscribe,chat")), "json")
+            .await
+            .status,
         403
     );
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // roomcast browser client: the directory (`/`), the lobby (`/?room=R`) and the call page
 // (`/?room=R&name=N`, which joins at once).
 //
@@ -52,7 +53,12 @@ const LEAVE_REASONS = {
   room_closed: 'room closed',
 };
 
+/** @param {string} id */
 const $ = (id) => document.getElementById(id);
+/** @param {string} id */
+const input = (id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
+/** @param {string} id */
+const button = (id) => /** @type {HTMLButtonElement} */ (document.getElementById(id));
 const ui = {
   roomInfo: $('room-info'),
   roomName: $('room-name'),
@@ -62,9 +68,9 @@ const ui = {
   statusText: $('status-text'),
   quality: $('quality'),
   controls: $('controls'),
-  micButton: $('mic-button'),
-  cameraButton: $('camera-button'),
-  shareButton: $('share-button'),
+  micButton: button('mic-button'),
+  cameraButton: button('camera-button'),
+  shareButton: button('share-button'),
   peopleButton: $('people-button'),
   chatButton: $('chat-button'),
   chatUnread: $('chat-unread'),
@@ -72,20 +78,20 @@ const ui = {
   leaveButton: $('leave-button'),
   directoryView: $('directory-view'),
   directory: $('directory'),
-  startForm: $('start-form'),
-  startRoom: $('start-room'),
+  startForm: /** @type {HTMLFormElement} */ ($('start-form')),
+  startRoom: input('start-room'),
   lobbyView: $('lobby-view'),
-  lobbyForm: $('lobby-form'),
+  lobbyForm: /** @type {HTMLFormElement} */ ($('lobby-form')),
   lobbyRoom: $('lobby-room'),
   lobbyMessage: $('lobby-message'),
-  lobbyVideo: $('lobby-video'),
+  lobbyVideo: /** @type {HTMLVideoElement} */ ($('lobby-video')),
   lobbyNoCamera: $('lobby-no-camera'),
   lobbyMeter: $('lobby-meter'),
-  nameInput: $('name-input'),
-  cameraSelect: $('camera-select'),
-  micSelect: $('mic-select'),
-  joinMuted: $('join-muted'),
-  joinCameraOff: $('join-camera-off'),
+  nameInput: input('name-input'),
+  cameraSelect: /** @type {HTMLSelectElement} */ ($('camera-select')),
+  micSelect: /** @type {HTMLSelectElement} */ ($('mic-select')),
+  joinMuted: input('join-muted'),
+  joinCameraOff: input('join-camera-off'),
   callView: $('call-view'),
   banner: $('banner'),
   bannerText: $('banner-text'),
@@ -95,7 +101,7 @@ const ui = {
   peopleList: $('people-list'),
   chatPanel: $('chat-panel'),
   notices: $('notices'),
-  tileTemplate: $('tile-template'),
+  tileTemplate: /** @type {HTMLTemplateElement} */ ($('tile-template')),
 };
 
 const session = {
@@ -151,7 +157,7 @@ const session = {
   lobby: null,
 };
 
-window.roomcast = Object.freeze({
+/** @type {any} */ (window).roomcast = Object.freeze({
   get pc() { return session.pc; },
   get ws() { return session.ws; },
   get participantId() { return session.participantId; },
@@ -884,8 +890,7 @@ function leave({ navigate = true } = {}) {
 function dropCall() {
   clearTimeout(session.iceRestartTimer);
   session.iceRestartTimer = null;
-  session.pc?.close();
-  session.pc = null;
+  session.pc?.close(); // kept (closed) until the next join replaces it
   session.participantId = null;
   for (const participant of session.participants.values()) {
     participant.tile.root.remove();
@@ -1133,15 +1138,15 @@ function reconcileMedia() {
 // Tiles
 
 function createTile({ self, name, screen = false }) {
-  const root = ui.tileTemplate.content.firstElementChild.cloneNode(true);
+  const root = /** @type {HTMLElement} */ (ui.tileTemplate.content.firstElementChild.cloneNode(true));
   const tile = {
     root,
-    video: root.querySelector('.tile-video'),
-    avatar: root.querySelector('.avatar'),
-    status: root.querySelector('.tile-status'),
-    name: root.querySelector('.tile-name'),
-    mic: root.querySelector('.tile-mic'),
-    audio: root.querySelector('.tile-audio'),
+    video: /** @type {HTMLVideoElement} */ (root.querySelector('.tile-video')),
+    avatar: /** @type {HTMLElement} */ (root.querySelector('.avatar')),
+    status: /** @type {HTMLElement} */ (root.querySelector('.tile-status')),
+    name: /** @type {HTMLElement} */ (root.querySelector('.tile-name')),
+    mic: /** @type {Element} */ (root.querySelector('.tile-mic')),
+    audio: /** @type {HTMLElement} */ (root.querySelector('.tile-audio')),
   };
   // Screen tiles are not "remote" participant tiles: one person, one participant tile.
   root.dataset.role = self ? 'self' : screen ? 'screen' : 'remote';
@@ -1563,17 +1568,18 @@ async function measureQuality() {
       limitation = stat.qualityLimitationReason;
     }
   });
+  // Loss over the last interval (the first sample only sets the baseline).
   const previous = session.quality;
-  const deltaReceived = received - (previous?.received ?? 0);
-  const deltaLost = lost - (previous?.lost ?? 0);
-  const loss = deltaReceived + deltaLost > 0 ? deltaLost / (deltaReceived + deltaLost) : 0;
+  const deltaReceived = previous ? received - previous.received : 0;
+  const deltaLost = previous ? lost - previous.lost : 0;
+  const loss = deltaReceived + deltaLost > 0 ? Math.max(0, deltaLost) / (deltaReceived + deltaLost) : 0;
   let level = 'good';
   if ((rtt ?? 0) > 0.3 || loss > 0.05) level = 'poor';
   else if ((rtt ?? 0) > 0.15 || loss > 0.01 || limitation === 'bandwidth') level = 'fair';
   session.quality = { level, rtt, loss, limitation, received, lost };
   ui.quality.hidden = false;
   ui.quality.dataset.level = level;
-  const label = `Connection ${level}: round trip ${rtt == null ? '?' : Math.round(rtt * 1000)} ms, ` +
+  const label = `Connection ${level}: round trip ${rtt == null ? '?' : Math.round(Number(rtt) * 1000)} ms, ` +
     `loss ${(loss * 100).toFixed(1)} %${limitation !== 'none' ? `, video limited by ${limitation}` : ''}`;
   ui.quality.setAttribute('aria-label', label);
   ui.quality.title = label;
@@ -1592,6 +1598,11 @@ async function copyInviteLink() {
 /**
  * Shows a dismissable message. `kind` is 'info' (fades after a few seconds), 'warn' or 'error'
  * (stay until dismissed).
+ */
+/**
+ * @param {string} text
+ * @param {'info' | 'warn' | 'error'} [kind]
+ * @param {{ action?: string, onAction?: () => void, timeout?: number }} [options]
  */
 function showNotice(text, kind = 'info', { action, onAction, timeout } = {}) {
   const notice = document.createElement('div');

@@ -1,3 +1,4 @@
+// @ts-check
 // roomcast broadcast viewer, served at /watch/<room>.
 //
 // Plays the room's host (an RTMP publisher such as OBS, a WHIP client, or a participant of the
@@ -45,6 +46,8 @@
 // while unknown) and `delaySource` 'program-date-time' or 'webrtc-stats'.
 
 // The server's rule for room names (signaling/src/session.rs).
+import { createChatPanel } from './chat.js';
+
 const ROOM_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const POLL_INTERVAL_MS = 2_000;
 const POLL_TIMEOUT_MS = 5_000;
@@ -68,6 +71,7 @@ const HLS_MIME = 'application/vnd.apple.mpegurl';
 
 const OFFLINE_TEXT = 'The host is offline — this page will start playing when the broadcast begins.';
 
+/** @param {string} id */
 const $ = (id) => document.getElementById(id);
 const ui = {
   roomName: $('room-name'),
@@ -76,24 +80,26 @@ const ui = {
   status: $('status'),
   statusText: $('status-text'),
   stage: $('stage'),
-  video: $('video'),
+  video: /** @type {HTMLVideoElement & { getStartDate?: () => Date }} */ ($('video')),
   stageText: $('stage-text'),
   unmuteButton: $('unmute-button'),
   hostName: $('host-name'),
-  elapsed: $('elapsed'),
-  muteButton: $('mute-button'),
-  fullscreenButton: $('fullscreen-button'),
+  elapsed: /** @type {HTMLTimeElement} */ ($('elapsed')),
+  muteButton: /** @type {HTMLButtonElement} */ ($('mute-button')),
+  fullscreenButton: /** @type {HTMLButtonElement} */ ($('fullscreen-button')),
   warnings: $('warnings'),
   warningList: $('warning-list'),
   pageError: $('page-error'),
   transportName: $('transport-name'),
   delay: $('delay'),
-  transportButtons: [$('transport-webrtc'), $('transport-hls')],
+  transportButtons: /** @type {HTMLButtonElement[]} */ ([$('transport-webrtc'), $('transport-hls')]),
   transportNote: $('transport-note'),
 };
 
 const session = {
   room: null,
+  /** The chat panel beside the player. */
+  chat: null,
   token: null,
   invalid: null,
   /** The current WHEP attempt: every callback of an older one is ignored. */
@@ -154,7 +160,7 @@ const session = {
   delay: { ms: null, source: null, previous: null, sampling: false },
 };
 
-window.roomcast = Object.freeze({
+/** @type {any} */ (window).roomcast = Object.freeze({
   get pc() { return session.pc; },
   get state() { return document.body.dataset.state; },
   get live() { return session.info ? Boolean(session.info.live) : null; },
@@ -226,6 +232,12 @@ function main() {
   }
   document.title = `${room} · roomcast`;
   ui.video.setAttribute('aria-label', `Broadcast of room ${room}`);
+  startChat();
+  const replay = query.get('replay');
+  if (replay) {
+    playReplay(replay);
+    return;
+  }
 
   window.addEventListener('pagehide', () => {
     // End the session right away rather than letting the server notice the silence.
@@ -240,6 +252,137 @@ function main() {
   const start = () => useTransport(session.choice === 'hls' ? 'hls' : 'webrtc');
   if (document.readyState === 'complete') start();
   else window.addEventListener('load', start, { once: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat beside the player (`chat_join`: chat without media), and replays
+
+const CHAT_RETRY_MS = [1000, 2000, 4000, 8000];
+
+/** The room's chat: questions for the speaker, notices; reconnects with backoff. */
+function startChat() {
+  const panel = $('chat-panel');
+  if (!panel) return;
+  let name = '';
+  try {
+    name = JSON.parse(localStorage.getItem('roomcast.lastJoin') ?? '{}').name ?? '';
+  } catch {
+    name = '';
+  }
+  name ||= `Viewer ${Math.floor(100 + Math.random() * 900)}`;
+  /** @type {WebSocket | null} */
+  let socket = null;
+  let attempt = 0;
+  const chat = createChatPanel({
+    send: (message) => {
+      if (socket?.readyState !== WebSocket.OPEN) return false;
+      socket.send(JSON.stringify(message));
+      return true;
+    },
+    room: session.room,
+    exportUrl: `/admin/rooms/${encodeURIComponent(session.room)}/questions`,
+    token: session.token,
+  });
+  chat.setVisible(true);
+  panel.replaceChildren(chat.element);
+  session.chat = chat;
+  const connect = () => {
+    const url = new URL('/ws', location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(url);
+    socket = ws;
+    ws.addEventListener('open', () => {
+      ws.send(JSON.stringify({ type: 'chat_join', room: session.room, name, ...(session.token ? { token: session.token } : {}) }));
+    });
+    ws.addEventListener('message', (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (message.type === 'chat_history') attempt = 0;
+      if (!chat.handle(message) && message.type === 'error') {
+        console.warn(`roomcast: chat: ${message.code}: ${message.message}`);
+      }
+    });
+    ws.addEventListener('close', () => {
+      if (socket !== ws) return;
+      setTimeout(connect, CHAT_RETRY_MS[Math.min(attempt, CHAT_RETRY_MS.length - 1)]);
+      attempt += 1;
+    });
+  };
+  connect();
+}
+
+/** `?replay=<id>`: plays a finished broadcast from its replay (VOD HLS) with normal controls. */
+async function playReplay(id) {
+  document.body.dataset.state = 'replay';
+  document.body.dataset.live = 'false';
+  ui.liveBadge.textContent = 'REPLAY';
+  ui.liveBadge.dataset.live = 'false';
+  for (const element of [...ui.transportButtons, ui.transportNote]) element.hidden = true;
+  ui.status.hidden = true;
+  const fail = (text) => {
+    ui.stage.dataset.showing = 'none';
+    ui.stageText.textContent = text;
+  };
+  ui.stageText.textContent = 'Loading the replay…';
+  let replay;
+  try {
+    const response = await fetch('/api/rooms', { cache: 'no-store' });
+    const body = await response.json();
+    replay = (body.replays ?? []).find((entry) => entry.id === id && entry.room === session.room);
+  } catch (error) {
+    fail(`The server is unreachable: ${error.message}`);
+    return;
+  }
+  if (!replay) {
+    fail('This replay does not exist (any more): replays are kept for a limited time.');
+    return;
+  }
+  const started = new Date(replay.started_at);
+  document.title = `Replay of ${session.room} · roomcast`;
+  ui.roomName.textContent = `Replay of ${session.room} — ${started.toLocaleString()}`;
+  ui.hostName.textContent = replay.host;
+  ui.elapsed.textContent = `${Math.floor(replay.duration_s / 60)} min ${Math.round(replay.duration_s % 60)} s`;
+  ui.transportName.textContent = 'HLS (replay)';
+  ui.delay.textContent = '—';
+  const video = ui.video;
+  video.controls = true;
+  const url = new URL(replay.url, location.href).href;
+  const playing = () => {
+    ui.stage.dataset.showing = 'video';
+  };
+  video.addEventListener('playing', playing, { once: true });
+  video.addEventListener('loadeddata', playing, { once: true });
+  try {
+    const Hls = await loadHlsJs();
+    if (Hls.isSupported()) {
+      const instance = new Hls();
+      session.hls.instance = instance;
+      session.hls.player = 'hls.js';
+      instance.on(Hls.Events.ERROR, (_event, data) => {
+        if (data.fatal) fail(`The replay cannot be played (${data.details}).`);
+      });
+      instance.loadSource(url);
+      instance.attachMedia(video);
+    } else if (video.canPlayType(HLS_MIME)) {
+      video.src = url;
+    } else {
+      fail('This browser cannot play HLS.');
+      return;
+    }
+  } catch (error) {
+    fail(`The player failed to load: ${error.message}`);
+    return;
+  }
+  video.muted = false;
+  video.play().catch(() => {
+    // Sound needs a click first in some browsers: play muted and offer to unmute.
+    video.muted = true;
+    video.play().catch(() => {});
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,11 +652,11 @@ let hlsLibrary = null;
 
 /** hls.js, loaded on first use (the server serves web-client/vendor/hls.min.js). */
 function loadHlsJs() {
-  if (window.Hls) return Promise.resolve(window.Hls);
+  if (/** @type {any} */ (window).Hls) return Promise.resolve(/** @type {any} */ (window).Hls);
   hlsLibrary ??= new Promise((resolve, reject) => {
     const script = document.createElement('script');
     script.src = serverUrl('/hls.min.js');
-    script.addEventListener('load', () => (window.Hls ? resolve(window.Hls) : reject(new Error('/hls.min.js did not define Hls'))));
+    script.addEventListener('load', () => (/** @type {any} */ (window).Hls ? resolve(/** @type {any} */ (window).Hls) : reject(new Error('/hls.min.js did not define Hls'))));
     script.addEventListener('error', () => {
       hlsLibrary = null;
       script.remove();
@@ -560,7 +703,7 @@ async function loadHls() {
   render();
   const url = hlsUrl();
   const video = ui.video;
-  if (window.ManagedMediaSource || window.MediaSource) {
+  if (/** @type {any} */ (window).ManagedMediaSource || window.MediaSource) {
     let Hls;
     try {
       Hls = await loadHlsJs();
@@ -694,6 +837,7 @@ async function sampleWebRtcDelay() {
   session.delay.sampling = true;
   try {
     const report = await pc.getStats();
+    /** @type {any} */
     let inbound = null;
     let pairId = null;
     report.forEach((stats) => {

@@ -139,7 +139,11 @@ mod tests {
     fn text_around_a_match_keeps_its_utf8() {
         let filter = WordFilter::from_words(["heck"]);
         assert_eq!(filter.mask("ünï heck ✓"), "ünï **** ✓");
-        assert_eq!(filter.mask("éheck"), "éheck", "a letter before is part of the word");
+        assert_eq!(
+            filter.mask("éheck"),
+            "éheck",
+            "a letter before is part of the word"
+        );
     }
 
     #[test]

@@ -277,7 +277,10 @@ mod tests {
             let refused = chat.post("r", &reader, kind, "hi", None, now, T0_MS);
             assert!(matches!(refused, Err(ChatError::Forbidden(_))), "{kind:?}");
         }
-        assert!(chat.post("r", &attendee, Kind::General, "hi", None, now, T0_MS).is_ok());
+        assert!(
+            chat.post("r", &attendee, Kind::General, "hi", None, now, T0_MS)
+                .is_ok()
+        );
         let question = chat
             .post("r", &attendee, Kind::Question, "why?", None, now, T0_MS)
             .unwrap();
@@ -286,7 +289,10 @@ mod tests {
             chat.post("r", &attendee, Kind::Notice, "hey", None, now, T0_MS),
             Err(ChatError::Forbidden(_))
         ));
-        assert!(chat.post("r", &host, Kind::Notice, "break", None, now, T0_MS).is_ok());
+        assert!(
+            chat.post("r", &host, Kind::Notice, "break", None, now, T0_MS)
+                .is_ok()
+        );
         assert!(matches!(
             chat.answer("r", &attendee, question.id, true, T0_MS),
             Err(ChatError::Forbidden(_))
@@ -315,13 +321,18 @@ mod tests {
             .post("r", &ada, Kind::General, "Darn it", None, now, T0_MS)
             .unwrap();
         assert_eq!(message.text, "**** it");
-        chat.post("r", &ada, Kind::General, "two", None, now, T0_MS).unwrap();
-        chat.post("r", &ada, Kind::General, "three", None, now, T0_MS).unwrap();
+        chat.post("r", &ada, Kind::General, "two", None, now, T0_MS)
+            .unwrap();
+        chat.post("r", &ada, Kind::General, "three", None, now, T0_MS)
+            .unwrap();
         let refused = chat.post("r", &ada, Kind::General, "four", None, now, T0_MS);
         assert!(matches!(refused, Err(ChatError::RateLimited { .. })));
         assert!(refused.unwrap_err().to_string().contains("wait 1 s"));
         let bob = author("bob", true, false);
-        assert!(chat.post("r", &bob, Kind::General, "hi", None, now, T0_MS).is_ok());
+        assert!(
+            chat.post("r", &bob, Kind::General, "hi", None, now, T0_MS)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -330,37 +341,56 @@ mod tests {
         let now = Instant::now();
         let host = author("host", true, true);
         let ada = author("ada", true, false);
-        chat.post("r", &ada, Kind::General, "g1", None, now, T0_MS).unwrap();
-        chat.post("r", &host, Kind::Notice, "n1", None, now, T0_MS).unwrap();
-        chat.post("r", &ada, Kind::General, "g2", None, now, T0_MS).unwrap();
-        chat.post("r", &ada, Kind::Question, "q1", None, now, T0_MS).unwrap();
-        chat.post("r", &host, Kind::General, "g3", None, now, T0_MS).unwrap();
-        chat.post("elsewhere", &host, Kind::General, "x", None, now, T0_MS).unwrap();
+        chat.post("r", &ada, Kind::General, "g1", None, now, T0_MS)
+            .unwrap();
+        chat.post("r", &host, Kind::Notice, "n1", None, now, T0_MS)
+            .unwrap();
+        chat.post("r", &ada, Kind::General, "g2", None, now, T0_MS)
+            .unwrap();
+        chat.post("r", &ada, Kind::Question, "q1", None, now, T0_MS)
+            .unwrap();
+        chat.post("r", &host, Kind::General, "g3", None, now, T0_MS)
+            .unwrap();
+        chat.post("elsewhere", &host, Kind::General, "x", None, now, T0_MS)
+            .unwrap();
         let texts: Vec<String> = chat
             .history("r", T0_MS)
             .unwrap()
             .into_iter()
             .map(|m| m.text)
             .collect();
-        assert_eq!(texts, ["n1", "g2", "q1", "g3"], "general history keeps the last 2");
+        assert_eq!(
+            texts,
+            ["n1", "g2", "q1", "g3"],
+            "general history keeps the last 2"
+        );
         let a_day_later = T0_MS + STORED_HISTORY_AGE.as_millis() as u64 + 1;
-        assert_eq!(chat.history("r", a_day_later).unwrap().len(), 2, "old stored ones age out");
+        assert_eq!(
+            chat.history("r", a_day_later).unwrap().len(),
+            2,
+            "old stored ones age out"
+        );
         chat.forget_room("r");
         assert_eq!(chat.history("r", T0_MS).unwrap().len(), 2);
     }
 
     #[test]
     fn questions_and_notices_survive_a_restart_and_ids_continue() {
-        let dir = std::env::temp_dir().join(format!("roomcast-chat-service-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("roomcast-chat-service-{}", std::process::id()));
         let path = dir.join("chat.sqlite3");
         let _ = std::fs::remove_dir_all(&dir);
         let now = Instant::now();
         let host = author("host", true, true);
         let notice_id = {
             let mut chat = service(ChatStore::open(&path).unwrap());
-            chat.post("r", &host, Kind::Question, "q", Some("b1"), now, T0_MS).unwrap();
-            let notice = chat.post("r", &host, Kind::Notice, "n", None, now, T0_MS).unwrap();
-            chat.post("r", &host, Kind::General, "g", None, now, T0_MS).unwrap();
+            chat.post("r", &host, Kind::Question, "q", Some("b1"), now, T0_MS)
+                .unwrap();
+            let notice = chat
+                .post("r", &host, Kind::Notice, "n", None, now, T0_MS)
+                .unwrap();
+            chat.post("r", &host, Kind::General, "g", None, now, T0_MS)
+                .unwrap();
             notice.id
         };
         let mut chat = service(ChatStore::open(&path).unwrap());
@@ -370,8 +400,13 @@ mod tests {
             .into_iter()
             .map(|m| (m.kind, m.text))
             .collect();
-        assert_eq!(kept, [(Kind::Question, "q".into()), (Kind::Notice, "n".into())]);
-        let next = chat.post("r", &host, Kind::General, "after", None, now, T0_MS).unwrap();
+        assert_eq!(
+            kept,
+            [(Kind::Question, "q".into()), (Kind::Notice, "n".into())]
+        );
+        let next = chat
+            .post("r", &host, Kind::General, "after", None, now, T0_MS)
+            .unwrap();
         assert_eq!(next.id, notice_id + 1, "ids continue after the stored ones");
         assert_eq!(chat.questions("r", Some("b1")).unwrap().len(), 1);
         assert_eq!(chat.questions("r", Some("b2")).unwrap().len(), 0);

@@ -95,7 +95,10 @@ pub fn validate_text(text: &str) -> Result<String, ChatError> {
             "the message has {chars} characters; the limit is {MAX_TEXT_CHARS}"
         )));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ChatError::BadMessage(
             "the message contains control characters".into(),
         ));
@@ -134,7 +137,10 @@ mod tests {
     fn dates_are_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_millis(1_795_359_600_000), "2026-11-22T15:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_795_359_600_000),
+            "2026-11-22T15:00:00.000Z"
+        );
     }
 
     #[test]

@@ -146,7 +146,11 @@ mod tests {
             (Duration::from_millis(990)..=Duration::from_millis(1010)).contains(&wait),
             "{wait:?}"
         );
-        assert!(limiter.check(&"ada", t0 + Duration::from_millis(500)).is_err());
+        assert!(
+            limiter
+                .check(&"ada", t0 + Duration::from_millis(500))
+                .is_err()
+        );
         assert_eq!(limiter.check(&"ada", t0 + Duration::from_secs(1)), Ok(()));
     }
 
@@ -166,7 +170,9 @@ mod tests {
         let mut limiter = limiter();
         let t0 = Instant::now();
         limiter.check(&"ada", t0).unwrap();
-        limiter.check(&"bob", t0 + Duration::from_millis(2500)).unwrap();
+        limiter
+            .check(&"bob", t0 + Duration::from_millis(2500))
+            .unwrap();
         limiter.prune(t0 + Duration::from_secs(3));
         assert_eq!(limiter.tracked(), 1, "ada refilled, bob not yet");
         limiter.prune(t0 + Duration::from_secs(10));

@@ -159,10 +159,8 @@ impl ChatStore {
             "SELECT * FROM ({SELECT} WHERE room = ?1 AND sent_at_ms >= ?2 ORDER BY id DESC LIMIT ?3)
              ORDER BY id"
         ))?;
-        let rows = statement.query_map(
-            params![room, since_ms as i64, limit as i64],
-            row_to_message,
-        )?;
+        let rows =
+            statement.query_map(params![room, since_ms as i64, limit as i64], row_to_message)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -245,7 +243,11 @@ mod tests {
             .unwrap();
         assert_eq!(answered.answered, Some(true));
         assert_eq!(answered.answered_by.as_deref(), Some("Grace"));
-        assert_eq!(store.set_answered("a", 3, true, None, 0).unwrap(), None, "another room");
+        assert_eq!(
+            store.set_answered("a", 3, true, None, 0).unwrap(),
+            None,
+            "another room"
+        );
         assert_eq!(store.questions("a", None).unwrap().len(), 2);
         assert_eq!(store.questions("a", Some("b1")).unwrap()[0].id, 1);
         let recent = store.recent("a", 150, 10).unwrap();

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::api::{
-    LeaveReason, MediaKind, MutedBy, ParticipantId, SessionEvent, Subscription, TrackId, TrackSource,
+    LeaveReason, MediaKind, MutedBy, ParticipantId, SessionEvent, Subscription, TrackId,
+    TrackSource,
 };
 use crate::core::rewrite::RtpRewriter;
 use crate::core::throttle::KeyframeRequestThrottle;

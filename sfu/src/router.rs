@@ -43,8 +43,8 @@ use crate::api::{
     TrackSummary,
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe};
-use crate::core::speaker::{self, SpeakerDetector};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
+use crate::core::speaker::{self, SpeakerDetector};
 use crate::core::throttle::KeyframeRequestThrottle;
 use crate::metrics::WorkerMetrics;
 use crate::peer::{
@@ -343,8 +343,7 @@ impl Router {
                 }
             }
         }
-        self.next_speaker_poll =
-            (!self.speakers.is_empty()).then(|| now + speaker::POLL_INTERVAL);
+        self.next_speaker_poll = (!self.speakers.is_empty()).then(|| now + speaker::POLL_INTERVAL);
     }
 
     /// Mark peers whose media went silent for removal; schedules the next check while any
@@ -388,7 +387,11 @@ impl Router {
                 sources,
                 reply,
             } => {
-                if let Some(peer) = self.peer_index(participant).ok().and_then(|i| self.peers[i].as_mut()) {
+                if let Some(peer) = self
+                    .peer_index(participant)
+                    .ok()
+                    .and_then(|i| self.peers[i].as_mut())
+                {
                     peer.declared_sources = sources;
                 }
                 let result = self.accept_offer(now, participant, &sdp, out);
@@ -1583,22 +1586,38 @@ impl Router {
         }
         if !muted
             && by == MutedBy::Owner
-            && let Some(held) = peer.producers.iter().find(|p| {
-                track.is_none_or(|t| t == p.track) && p.muted == Some(MutedBy::Admin)
-            })
+            && let Some(held) = peer
+                .producers
+                .iter()
+                .find(|p| track.is_none_or(|t| t == p.track) && p.muted == Some(MutedBy::Admin))
         {
             return Err(SfuError::MutedByAdmin(held.track));
         }
         let mut changed = Vec::new();
+        let mut resumed = Vec::new();
         for producer in &mut peer.producers {
             if track.is_some_and(|t| t != producer.track) || producer.is_muted() == muted {
                 continue;
             }
             producer.muted = muted.then_some(by);
             changed.push((producer.track, producer.kind));
+            if !muted {
+                resumed.extend(producer.consumers.iter().copied());
+            }
         }
         peer.span
             .in_scope(|| info!(?changed, muted, ?by, "tracks muted or unmuted"));
+        // What was not forwarded while muted is not a loss: subscribers continue their sequence
+        // numbers from the next packet, with no gap to report or NACK.
+        for consumer_ref in resumed {
+            if let Some(consumer) = self.peers[consumer_ref.peer]
+                .as_mut()
+                .and_then(|p| p.consumers.get_mut(consumer_ref.slot))
+                .and_then(Option::as_mut)
+            {
+                consumer.rewriter.restart();
+            }
+        }
         let members = self.rooms.get(room).cloned().unwrap_or_default();
         for &(track, kind) in &changed {
             for &member in &members {

@@ -477,15 +477,24 @@ fn owners_mute_their_tracks_but_cannot_lift_an_admin_mute() {
         })
     };
 
-    assert_eq!(set(&mut world, true, MutedBy::Owner).unwrap(), vec![b_audio.id]);
-    assert_eq!(set(&mut world, false, MutedBy::Owner).unwrap(), vec![b_audio.id]);
+    assert_eq!(
+        set(&mut world, true, MutedBy::Owner).unwrap(),
+        vec![b_audio.id]
+    );
+    assert_eq!(
+        set(&mut world, false, MutedBy::Owner).unwrap(),
+        vec![b_audio.id]
+    );
     set(&mut world, true, MutedBy::Admin).unwrap();
     assert_eq!(
         set(&mut world, false, MutedBy::Owner),
         Err(SfuError::MutedByAdmin(b_audio.id)),
         "the owner cannot unmute what a host muted"
     );
-    assert_eq!(set(&mut world, false, MutedBy::Admin).unwrap(), vec![b_audio.id]);
+    assert_eq!(
+        set(&mut world, false, MutedBy::Admin).unwrap(),
+        vec![b_audio.id]
+    );
 }
 
 #[test]

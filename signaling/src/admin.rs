@@ -142,8 +142,7 @@ pub(crate) async fn export_questions(
     Query(query): Query<ExportQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_room_name(&room)
-        .map_err(|why| error(StatusCode::BAD_REQUEST, "bad_request", why))?;
+    validate_room_name(&room).map_err(|why| error(StatusCode::BAD_REQUEST, "bad_request", why))?;
     authorize_room_or_dev(&state, &headers, &room)?;
     let csv = match query.format.as_deref() {
         None | Some("json") => false,

@@ -240,14 +240,20 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::map_response(allow_any_origin));
     let mut router = Router::new()
         .route("/", get(|| async { web_client_file("index.html") }))
-        .route("/watch/{room}", get(|| async { web_client_file("watch.html") }))
+        .route(
+            "/watch/{room}",
+            get(|| async { web_client_file("watch.html") }),
+        )
         // Older pages load hls.js from here.
         .route(
             "/hls.min.js",
             get(|| async { web_client_file("vendor/hls.min.js") }),
         );
     for &(path, _) in web_client::WEB_CLIENT_FILES {
-        router = router.route(&format!("/{path}"), get(move || async move { web_client_file(path) }));
+        router = router.route(
+            &format!("/{path}"),
+            get(move || async move { web_client_file(path) }),
+        );
     }
     router
         // `any`: over HTTP/2 (HTTPS with ALPN h2) browsers open WebSockets with an extended
@@ -415,7 +421,10 @@ mod web_client {
 /// `scripts/vendor-hlsjs.sh` (Apache-2.0, see `web-client/vendor/hls.js-LICENSE`) so the
 /// server needs no npm at run time.
 fn web_client_file(path: &str) -> Response {
-    let Some(&(_, body)) = web_client::WEB_CLIENT_FILES.iter().find(|(p, _)| *p == path) else {
+    let Some(&(_, body)) = web_client::WEB_CLIENT_FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let content_type = match path.rsplit('.').next() {

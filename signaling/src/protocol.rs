@@ -393,8 +393,7 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_client_message(r#"{"type":"answer_question","id":7,"answered":true}"#)
-                .unwrap(),
+            parse_client_message(r#"{"type":"answer_question","id":7,"answered":true}"#).unwrap(),
             ClientMessage::AnswerQuestion {
                 id: 7,
                 answered: true
@@ -471,24 +470,42 @@ mod tests {
     #[test]
     fn every_known_type_reports_bad_fields_not_unknown_type() {
         for kind in KNOWN_TYPES {
-            let error = parse_client_message(&format!(r#"{{"type":"{kind}","bogus":1}}"#))
-                .unwrap_err();
-            assert_eq!(error.code, ErrorCode::BadMessage, "{kind}: {}", error.message);
+            let error =
+                parse_client_message(&format!(r#"{{"type":"{kind}","bogus":1}}"#)).unwrap_err();
+            assert_eq!(
+                error.code,
+                ErrorCode::BadMessage,
+                "{kind}: {}",
+                error.message
+            );
         }
         // And every message type is listed.
         let error = parse_client_message(r#"{"type":"dance"}"#).unwrap_err();
         for kind in [
-            "join", "chat_join", "offer", "answer", "candidate", "leave", "kick", "mute",
-            "set_stage", "chat", "answer_question",
+            "join",
+            "chat_join",
+            "offer",
+            "answer",
+            "candidate",
+            "leave",
+            "kick",
+            "mute",
+            "set_stage",
+            "chat",
+            "answer_question",
         ] {
-            assert!(error.message.contains(kind), "{kind} missing: {}", error.message);
+            assert!(
+                error.message.contains(kind),
+                "{kind} missing: {}",
+                error.message
+            );
         }
     }
 
     #[test]
     fn bad_chat_kinds_are_bad_message() {
-        let error = parse_client_message(r#"{"type":"chat","kind":"shout","text":"hi"}"#)
-            .unwrap_err();
+        let error =
+            parse_client_message(r#"{"type":"chat","kind":"shout","text":"hi"}"#).unwrap_err();
         assert_eq!(error.code, ErrorCode::BadMessage);
     }
 

@@ -737,17 +737,17 @@ impl Session {
             }
             Err(error) => {
                 warn!(%room, %error, "chat history unavailable");
-                self.send_error(ErrorCode::Internal, format!("chat history unavailable: {error}"))
-                    .await
+                self.send_error(
+                    ErrorCode::Internal,
+                    format!("chat history unavailable: {error}"),
+                )
+                .await
             }
         }
     }
 
     /// This socket's chat seat, or an error naming the message that needs one.
-    async fn chat_seat_or_error(
-        &self,
-        what: &str,
-    ) -> ControlFlow<LeaveReason, Option<&ChatSeat>> {
+    async fn chat_seat_or_error(&self, what: &str) -> ControlFlow<LeaveReason, Option<&ChatSeat>> {
         match &self.chat {
             Some(seat) => ControlFlow::Continue(Some(seat)),
             None => {
