@@ -500,14 +500,23 @@ impl Session {
         }
     }
 
-    /// Check a `join` or `chat_join`: names, then the token (outside dev mode), which decides
-    /// the room, the display name and the grants. On refusal the client has its error.
+    /// Check a `join` or `chat_join`: once per socket, names, then the token (outside dev
+    /// mode), which decides the room, the display name and the grants. On refusal the client
+    /// has its error.
     async fn access(
         &self,
         room: &str,
         name: String,
         token: Option<String>,
     ) -> ControlFlow<LeaveReason, Option<Access>> {
+        if self.joined.is_some() || self.chat.is_some() {
+            self.send_error(
+                ErrorCode::AlreadyJoined,
+                "this socket already joined a room; open another socket to join again",
+            )
+            .await?;
+            return ControlFlow::Continue(None);
+        }
         let name = name.trim().to_string();
         if let Err(why) = validate_room_name(room) {
             self.send_error(ErrorCode::InvalidName, why).await?;
@@ -598,14 +607,6 @@ impl Session {
         name: String,
         token: Option<String>,
     ) -> ControlFlow<LeaveReason> {
-        if self.joined.is_some() || self.chat.is_some() {
-            return self
-                .send_error(
-                    ErrorCode::AlreadyJoined,
-                    "this socket already joined a room; open another socket to join again",
-                )
-                .await;
-        }
         let Some(access) = self.access(&room, name, token).await? else {
             return ControlFlow::Continue(());
         };
@@ -675,14 +676,6 @@ impl Session {
         name: String,
         token: Option<String>,
     ) -> ControlFlow<LeaveReason> {
-        if self.joined.is_some() || self.chat.is_some() {
-            return self
-                .send_error(
-                    ErrorCode::AlreadyJoined,
-                    "this socket already joined a room's chat; open another socket to join again",
-                )
-                .await;
-        }
         let Some(access) = self.access(&room, name, token).await? else {
             return ControlFlow::Continue(());
         };
