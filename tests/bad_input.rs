@@ -133,6 +133,13 @@ async fn malformed_signaling_gets_precise_errors_and_hurts_nobody() {
     expect_error(&mut ws, r#"{"type":"join","room":"abuse"}"#, "bad_message").await;
     expect_error(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#, "not_joined").await;
     expect_error(&mut ws, r#"{"type":"answer","sdp":"v=0"}"#, "not_joined").await;
+    // Chat: before joining, an unknown kind, a mistyped id.
+    let chat = r#"{"type":"chat","kind":"general","text":"hi"}"#;
+    expect_error(&mut ws, chat, "not_joined").await;
+    let shout = r#"{"type":"chat","kind":"shout","text":"hi"}"#;
+    expect_error(&mut ws, shout, "bad_message").await;
+    let answer = r#"{"type":"answer_question","id":"7","answered":true}"#;
+    expect_error(&mut ws, answer, "bad_message").await;
     expect_error(
         &mut ws,
         r#"{"type":"join","room":"no spaces","name":"x"}"#,

@@ -216,8 +216,8 @@ function main() {
   });
 
   const problem = validateRoom(room) ?? validateName(name);
-  const join_ = room && name && !problem;
-  if (join_) {
+  const joinNow = room && name && !problem;
+  if (joinNow) {
     session.micMuted = params.get('mic') === 'off';
     session.cameraOff = params.get('camera') === 'off';
     join(room, name, token);

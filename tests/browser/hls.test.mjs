@@ -23,6 +23,7 @@
 //   5. Replay: a push is stopped as OBS stops (ffmpeg SIGINT); the live playlist ends (a live
 //      hls.js player gets `ended`, the HLS watch page shows "Broadcast ended"); after the grace
 //      /api/rooms lists the replay with its url, and hls.js plays that VOD from start to end;
+//      the watch page plays it too (`/watch/<room>?replay=<id>`, with the room's chat);
 //      a second server over the same --replay-dir lists it too.
 //   6. No page logged a console error or threw.
 //
@@ -490,6 +491,19 @@ step('replay: a stopped push ends the live playlist, /api/rooms lists the replay
     `live player ended at currentTime ${ended.currentTime.toFixed(2)}, watch page: ${JSON.stringify(shown.stage)}; ` +
     `VOD: duration ${done.duration} s, played ${done.played.toFixed(2)} s, ${done.framesPresented} frames`);
   await closePage(player);
+
+  // The directory's "Play replay" link: the watch page plays the VOD with controls, titled as
+  // a replay, with the room's chat beside it.
+  const replayPage = await openViewer(room, 'replay-watch', { query: `replay=${encodeURIComponent(replay.id)}` });
+  const watched = await waitFor(() => replayPage.evaluate(() => {
+    const video = document.querySelector('video');
+    const chat = document.querySelector('#chat-panel .chat');
+    if (!video || video.currentTime < 1 || !video.controls || !chat) return null;
+    return { currentTime: video.currentTime, title: document.getElementById('room-name').textContent, badge: document.getElementById('live-badge').textContent };
+  }), { timeout: 20_000, interval: 200, message: 'the watch page to play the replay' });
+  assert.match(watched.title, /^Replay of /, `watch page title: ${JSON.stringify(watched)}`);
+  assert.equal(watched.badge, 'REPLAY');
+  await closePage(replayPage);
 
   // A server restarted over the same directory still has it.
   const again = await startServer({ replayDir: server.replayDir });
