@@ -4,7 +4,7 @@
 # with its stream module (the TLS proxy of nginx/*.conf, in tests/browser/nginx.test.mjs),
 # docker-compose (resolves compose.yaml in tests/deploy.rs; no Docker engine needed), coturn
 # (the TURN relay of tests/browser/turn.test.mjs, started by the test, never as a service), and
-# the npm packages in package-lock.json.
+# the npm packages in package-lock.json. iproute2 and nftables shape the simulcast test's network.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,10 @@ command -v docker-compose >/dev/null 2>&1 || apt_packages+=(docker-compose)
 # /usr/sbin is not on every user's PATH: look for the files the nginx test uses.
 [ -x /usr/sbin/nginx ] || apt_packages+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || apt_packages+=(libnginx-mod-stream)
+# Network namespaces, a tbf rate limit and random loss for the simulcast test
+# (tests/browser/simulcast.test.mjs): ip and tc from iproute2, nft from nftables.
+[ -x /usr/sbin/ip ] && [ -x /usr/sbin/tc ] || apt_packages+=(iproute2)
+[ -x /usr/sbin/nft ] || apt_packages+=(nftables)
 
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else

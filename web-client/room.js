@@ -24,7 +24,8 @@
 //
 // `window.roomcast` is a read-only debugging/test hook: { pc, ws, participantId, participants,
 // state, stateReason, room, name, mids, localStream, timings, activeSpeaker, reconnects,
-// quality, screenSharing, micMuted, cameraOff, chat, leave }. `state` is 'directory', 'lobby',
+// quality, screenSharing, layers, micMuted, cameraOff, chat, leave }. `layers` is the camera's
+// simulcast encodings by rid as the server last paused/resumed them (dynacast). `state` is 'directory', 'lobby',
 // 'joining', 'connected', 'reconnecting', 'disconnected' (the join was refused) or 'left'.
 
 import { createChatPanel } from './chat.js';
@@ -155,7 +156,24 @@ const session = {
   directory: null,
   /** The lobby's preview, handed to the call on Join. */
   lobby: null,
+  /** Dynacast: our camera's encodings by rid, as the server last asked (`set_layers`). */
+  layers: {},
+  /** Track id -> the `track_settings` last sent for it. */
+  sentTrackSettings: new Map(),
 };
+
+/**
+ * Simulcast for the camera (issue: "many-party rooms that stay smooth"): three encodings,
+ * lowest first, so the server can send each viewer the one that fits its bandwidth and tile.
+ * Browsers send fewer for small cameras (Chromium: two below 960×540). `?simulcast=0` sends
+ * one encoding.
+ */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+const simulcastEnabled = new URLSearchParams(location.search).get('simulcast') !== '0';
 
 /** @type {any} */ (window).roomcast = Object.freeze({
   get pc() { return session.pc; },
@@ -173,6 +191,7 @@ const session = {
   get reconnects() { return session.reconnects; },
   get quality() { return session.quality; },
   get screenSharing() { return Boolean(session.screen); },
+  get layers() { return { ...session.layers }; },
   get micMuted() { return session.micMuted; },
   get cameraOff() { return session.cameraOff; },
   get chat() { return session.chat; },
@@ -608,6 +627,7 @@ async function handleMessage(message) {
     case 'track_unpublished': return onTrackUnpublished(message.participant_id, message.track_id);
     case 'track_muted': return onTrackMuted(message);
     case 'active_speaker': return onActiveSpeaker(message.participant_id);
+    case 'set_layers': return onSetLayers(message.layers ?? []);
     case 'stage_changed':
       // Whose media HLS viewers and replays see (docs/hls.md); kept for the UI and tests.
       session.stageParticipant = message.participant_id;
@@ -626,6 +646,8 @@ async function onJoined(message) {
   session.devMode = Boolean(message.dev_mode);
   session.grants = message.grants ?? session.grants;
   session.ownTracks = new Map();
+  session.sentTrackSettings = new Map();
+  session.layers = {};
   session.selfTile.root.dataset.participantId = String(message.participant_id);
   for (const info of message.participants ?? []) onParticipantJoined(info);
   renderHeader();
@@ -665,7 +687,10 @@ async function onJoined(message) {
 
   const tracks = stream && session.grants.publish !== false ? stream.getTracks() : [];
   for (const track of tracks) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    /** @type {RTCRtpTransceiverInit} */
+    const init = { direction: 'sendonly', streams: [stream] };
+    if (track.kind === 'video' && simulcastEnabled) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+    pc.addTransceiver(track, init);
   }
   // A screen share that survived a rejoin is published again.
   if (session.screen) {
@@ -772,6 +797,11 @@ function onServerError({ code, message }) {
     console.debug(`roomcast: ${message}`);
     return;
   }
+  if (code === 'unknown_participant' && message.startsWith('track_settings:')) {
+    // A tile report crossed the track's removal: nothing to tell the user.
+    console.debug(`roomcast: ${message}`);
+    return;
+  }
   if (code === 'forbidden' && /muted by a host/.test(message)) {
     showNotice('A host muted you; only a host can unmute you.', 'warn');
     session.micMuted = true;
@@ -802,6 +832,7 @@ function onConnectionStateChange() {
       session.rejoinAttempt = 0;
       ui.banner.hidden = true;
       setState('connected');
+      scheduleTrackSettings();
     }
   } else if (state === 'disconnected' && session.state === 'connected') {
     // Often a blip; if it lasts, try an ICE restart on the same session.
@@ -1036,6 +1067,71 @@ function onTrackMuted({ participant_id: participantId, track_id: trackId, muted,
   renderPeople();
 }
 
+/**
+ * Dynacast: the server pauses the encodings of our camera that nobody receives, and resumes
+ * them when someone needs them again.
+ * @param {{rid: string, active: boolean}[]} layers
+ */
+async function onSetLayers(layers) {
+  const sender = session.pc?.getSenders().find((candidate) =>
+    candidate.getParameters().encodings?.some((encoding) => encoding.rid && layers.some((layer) => layer.rid === encoding.rid)));
+  if (!sender) return;
+  const parameters = sender.getParameters();
+  for (const encoding of parameters.encodings) {
+    const layer = layers.find((candidate) => candidate.rid === encoding.rid);
+    if (layer) encoding.active = layer.active;
+  }
+  try {
+    await sender.setParameters(parameters);
+    for (const layer of layers) session.layers[layer.rid] = layer.active;
+  } catch (error) {
+    console.warn('roomcast: could not pause/resume camera encodings:', error);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What each remote video tile needs (`track_settings`): nothing while it is off screen or
+// hidden, and no more pixels than it is drawn with.
+
+/** Tiles currently intersecting the viewport (updated by the observer). */
+const tilesInView = new WeakMap();
+const tileVisibility = new IntersectionObserver((entries) => {
+  for (const entry of entries) tilesInView.set(entry.target, entry.isIntersecting);
+  scheduleTrackSettings();
+});
+const tileSizes = new ResizeObserver(() => scheduleTrackSettings());
+document.addEventListener('visibilitychange', () => scheduleTrackSettings());
+let trackSettingsTimer = 0;
+
+function observeTile(element) {
+  tileVisibility.observe(element);
+  tileSizes.observe(element);
+}
+
+function scheduleTrackSettings() {
+  clearTimeout(trackSettingsTimer);
+  trackSettingsTimer = window.setTimeout(sendTrackSettings, 150);
+}
+
+function sendTrackSettings() {
+  if (!session.ws || session.state !== 'connected') return;
+  for (const participant of session.participants.values()) {
+    for (const entry of participant.media.values()) {
+      if (entry.kind !== 'video' || entry.track.readyState !== 'live') continue;
+      const element = (entry.source === 'screen' ? participant.screenTile : participant.tile)?.root;
+      const rect = element?.getBoundingClientRect();
+      const visible = Boolean(element?.isConnected && rect && rect.width > 0 && rect.height > 0
+        && tilesInView.get(element) !== false && document.visibilityState !== 'hidden');
+      const width = visible && rect ? Math.round(rect.width * window.devicePixelRatio) : 0;
+      // A change of less than 10% is not worth a message (a window being resized).
+      const last = session.sentTrackSettings.get(entry.trackId);
+      if (last && last.visible === visible && Math.abs(last.width - width) <= width * 0.1) continue;
+      session.sentTrackSettings.set(entry.trackId, { visible, width });
+      send({ type: 'track_settings', track_id: entry.trackId, visible, ...(visible ? { width } : {}) });
+    }
+  }
+}
+
 function onActiveSpeaker(participantId) {
   session.activeSpeaker = participantId ?? null;
   for (const participant of session.participants.values()) updateTile(participant);
@@ -1170,6 +1266,7 @@ function createTile({ self, name, screen = false }) {
   if (self) ui.grid.prepend(root);
   else if (screen) ui.grid.prepend(root);
   else ui.grid.append(root);
+  if (!self) observeTile(root);
   layoutGrid();
   return tile;
 }
@@ -1222,6 +1319,7 @@ function updateTile(participant) {
   }
   ui.grid.dataset.layout = ui.grid.querySelector('.tile-screen') ? 'stage' : 'grid';
   layoutGrid();
+  scheduleTrackSettings();
 
   // One <audio> element per audio track: every one of them must be heard.
   const audioEntries = entries.filter((entry) => entry.kind === 'audio' && live(entry));

@@ -279,6 +279,16 @@ pub enum Command {
         participant: Option<ParticipantId>,
         reply: oneshot::Sender<Result<Option<ParticipantId>, SfuError>>,
     },
+    /// A subscriber's report about the tile showing `track`: hidden tiles receive nothing,
+    /// and no layer wider than `rendered_width` (device pixels) is sent
+    /// (see [`crate::core::simulcast`]).
+    TrackSettings {
+        participant: ParticipantId,
+        track: TrackId,
+        visible: bool,
+        rendered_width: Option<u32>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     /// Ask the stage's publisher for a keyframe (the HLS packager cuts segments on them; WebRTC
     /// encoders send one only when asked). Throttled like any keyframe request.
     RequestStageKeyframe { participant: ParticipantId },
@@ -318,6 +328,12 @@ pub enum SessionEvent {
     /// The room's stage (what HLS viewers and replays see) is now `participant`.
     StageChanged {
         participant: Option<ParticipantId>,
+    },
+    /// Dynacast, to a simulcast publisher: turn these encodings (by RTP stream id) on or off,
+    /// as subscribers need them.
+    SetLayers {
+        track: TrackId,
+        layers: Vec<(String, bool)>,
     },
     /// A server offer to pass to the client; answer with [`Command::Answer`].
     Offer {

@@ -19,6 +19,10 @@ pub struct WorkerMetrics {
     pub datagrams_dropped: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub packets_dropped_no_codec: AtomicU64,
+    pub layer_switches: AtomicU64,
+    pub paused_layers: AtomicU64,
+    pub estimated_subscribers: AtomicU64,
+    pub estimated_bps_sum: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -104,6 +108,30 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "RTP packets not forwarded because the subscriber did not negotiate the publisher's codec.",
         read: |m| &m.packets_dropped_no_codec,
+    },
+    Family {
+        name: "roomcast_simulcast_layer_switches_total",
+        kind: "counter",
+        help: "Times a subscriber moved to another simulcast layer of a track (at that layer's keyframe).",
+        read: |m| &m.layer_switches,
+    },
+    Family {
+        name: "roomcast_simulcast_paused_layers",
+        kind: "gauge",
+        help: "Simulcast layers paused at their publisher because no subscriber needs them (dynacast).",
+        read: |m| &m.paused_layers,
+    },
+    Family {
+        name: "roomcast_bwe_subscribers",
+        kind: "gauge",
+        help: "Subscribers with a bandwidth estimate (transport-wide congestion control).",
+        read: |m| &m.estimated_subscribers,
+    },
+    Family {
+        name: "roomcast_bwe_estimate_bps_sum",
+        kind: "gauge",
+        help: "Sum of the subscribers' bandwidth estimates in bit/s; divide by roomcast_bwe_subscribers for the mean.",
+        read: |m| &m.estimated_bps_sum,
     },
 ];
 

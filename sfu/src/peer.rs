@@ -15,7 +15,7 @@ use std::time::Instant;
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -25,7 +25,11 @@ use crate::api::{
     TrackSource,
 };
 use crate::core::rewrite::RtpRewriter;
+use crate::core::simulcast::{Layer, LayerInfo, LayerSwitcher, MAX_LAYERS, Vp8PictureIds};
 use crate::core::throttle::KeyframeRequestThrottle;
+
+/// A layer silent this long, and not paused by dynacast, counts as stopped by its publisher.
+pub(crate) const LAYER_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Index of a peer in the router's slab. Valid until that peer is removed.
 pub(crate) type PeerIndex = usize;
@@ -59,18 +63,28 @@ pub(crate) struct Peer {
     pub on_stage: bool,
     /// Sources its latest offer declared for send m-lines, by mid (see [`crate::Command::Offer`]).
     pub declared_sources: Vec<(String, TrackSource)>,
+    /// The latest send-side bandwidth estimate towards this peer (str0m's TWCC estimator);
+    /// `None` until one exists (the client negotiated no transport-wide CC, or no media yet).
+    pub estimate_bps: Option<u64>,
+    /// The (minimum, desired) bitrates last given to the estimator.
+    pub bwe_wanted: Option<(u64, u64)>,
 }
 
 pub(crate) struct Producer {
     pub track: TrackId,
     pub mid: Mid,
     pub kind: MediaKind,
-    /// SSRCs seen on this m-line (one, or several with simulcast or a restart).
-    pub ssrcs: Vec<Ssrc>,
+    /// SSRCs seen on this m-line (one, or several with simulcast or a restart), each with the
+    /// layer it carries.
+    pub ssrcs: Vec<(Ssrc, Layer)>,
+    /// The encodings, lowest first: one for a plain track, up to [`MAX_LAYERS`] with
+    /// simulcast (in the order of the offer's `a=simulcast` line).
+    pub layers: Vec<ProducerLayer>,
     /// Payload types seen from the publisher, with their negotiated parameters.
     pub codecs: Vec<PayloadParams>,
     pub consumers: Vec<ConsumerRef>,
-    pub keyframe_throttle: KeyframeRequestThrottle,
+    /// When its first packet arrived.
+    pub first_packet: Option<Instant>,
     /// Set for tracks fed by an ingest edge rather than a WebRTC session.
     pub ingest: Option<IngestTrack>,
     pub source: TrackSource,
@@ -79,8 +93,115 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
+    pub fn new(
+        track: TrackId,
+        mid: Mid,
+        kind: MediaKind,
+        source: TrackSource,
+        rids: &[Rid],
+    ) -> Self {
+        let layers = if rids.len() > 1 && kind == MediaKind::Video {
+            rids.iter()
+                .take(MAX_LAYERS)
+                .map(|&rid| ProducerLayer::new(Some(rid)))
+                .collect()
+        } else {
+            vec![ProducerLayer::new(None)]
+        };
+        Producer {
+            track,
+            mid,
+            kind,
+            source,
+            ssrcs: Vec::new(),
+            layers,
+            codecs: Vec::new(),
+            consumers: Vec::new(),
+            first_packet: None,
+            ingest: None,
+            muted: None,
+        }
+    }
+
     pub fn is_muted(&self) -> bool {
         self.muted.is_some()
+    }
+
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    pub fn top_layer(&self) -> Layer {
+        (self.layers.len() - 1) as Layer
+    }
+}
+
+/// One encoding of a producer: what it costs, how wide it is, whether it flows.
+pub(crate) struct ProducerLayer {
+    /// RTP stream id (`None` for a plain track).
+    pub rid: Option<Rid>,
+    pub keyframe_throttle: KeyframeRequestThrottle,
+    /// Payload bytes since the last allocation tick.
+    pub bytes: u64,
+    /// Smoothed bitrate, 0 until measured.
+    pub bitrate_bps: u64,
+    /// Picture width from the last VP8 keyframe, 0 when unknown.
+    pub width: u16,
+    pub last_packet: Option<Instant>,
+    /// Dynacast: the publisher was asked to stop this encoding (no subscriber wants it).
+    pub paused: bool,
+    /// Since when no subscriber has wanted this layer (pausing waits a little, so a layer
+    /// is not flapped off and on).
+    pub unwanted_since: Option<Instant>,
+    /// When the publisher was last asked to resume it (its packets take a moment to come).
+    pub resumed_at: Option<Instant>,
+}
+
+impl ProducerLayer {
+    fn new(rid: Option<Rid>) -> Self {
+        ProducerLayer {
+            rid,
+            keyframe_throttle: KeyframeRequestThrottle::default(),
+            bytes: 0,
+            bitrate_bps: 0,
+            width: 0,
+            last_packet: None,
+            paused: false,
+            unwanted_since: None,
+            resumed_at: None,
+        }
+    }
+
+    /// Whether the publisher sends this layer or would on request. A layer paused by
+    /// dynacast can be resumed; one that sent nothing for [`LAYER_STALE_AFTER`] (or never,
+    /// while the track's other layers have flowed that long) was stopped by the publisher
+    /// itself. `track_started`: the track's first packet on any layer.
+    pub fn available(&self, now: Instant, track_started: Option<Instant>) -> bool {
+        let recent = |at: Option<Instant>| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE_AFTER)
+        };
+        if self.paused || recent(self.resumed_at) {
+            return true;
+        }
+        match self.last_packet {
+            Some(_) => recent(self.last_packet),
+            None => track_started.is_none() || recent(track_started),
+        }
+    }
+
+    /// The layer as the allocator sees it; `index` of `count` picks a nominal bitrate
+    /// (1.2 Mbit/s at the top, a third per step down) until one is measured.
+    pub fn info(&self, index: usize, count: usize) -> LayerInfo {
+        let nominal = 1_200_000 / 3u64.pow((count - 1 - index) as u32);
+        LayerInfo {
+            bitrate_bps: if self.bitrate_bps > 0 {
+                self.bitrate_bps
+            } else {
+                nominal
+            },
+            width: self.width,
+            available: true,
+        }
     }
 }
 
@@ -116,6 +237,12 @@ pub(crate) struct Consumer {
     pub source: TrackSource,
     pub state: ConsumerState,
     pub rewriter: RtpRewriter,
+    /// Which layer this subscriber gets (video; a plain track has the one layer 0).
+    pub switcher: LayerSwitcher,
+    pub picture_ids: Vp8PictureIds,
+    /// What the client said about the tile showing this track (`track_settings`).
+    pub visible: bool,
+    pub rendered_width: Option<u32>,
     /// Publisher payload type → this subscriber's payload type.
     pub pt_map: Vec<(Pt, Pt)>,
 }
@@ -175,6 +302,8 @@ impl Peer {
             removal: None,
             on_stage: false,
             declared_sources: Vec::new(),
+            estimate_bps: None,
+            bwe_wanted: None,
         }
     }
 
@@ -209,15 +338,27 @@ impl Peer {
         }
     }
 
-    /// The producer that receives `ssrc`, learning the SSRC from str0m on first sight.
-    pub fn producer_for_ssrc(&mut self, ssrc: Ssrc) -> Option<usize> {
-        if let Some(index) = self.producers.iter().position(|p| p.ssrcs.contains(&ssrc)) {
-            return Some(index);
+    /// The producer and layer that receive `ssrc`, learning the SSRC from str0m on first
+    /// sight (its m-line, and its RTP stream id for simulcast).
+    pub fn producer_for_ssrc(&mut self, ssrc: Ssrc) -> Option<(usize, Layer)> {
+        for (index, producer) in self.producers.iter().enumerate() {
+            if let Some(&(_, layer)) = producer.ssrcs.iter().find(|(s, _)| *s == ssrc) {
+                return Some((index, layer));
+            }
         }
-        let mid = self.rtc.as_mut()?.direct_api().stream_rx(&ssrc)?.mid();
+        let mut api = self.rtc.as_mut()?.direct_api();
+        let stream = api.stream_rx(&ssrc)?;
+        let (mid, rid) = (stream.mid(), stream.rid());
         let index = self.producers.iter().position(|p| p.mid == mid)?;
-        self.producers[index].ssrcs.push(ssrc);
-        Some(index)
+        let producer = &mut self.producers[index];
+        let layer = match rid {
+            Some(rid) if producer.is_simulcast() => {
+                producer.layers.iter().position(|l| l.rid == Some(rid))? as Layer
+            }
+            _ => 0,
+        };
+        producer.ssrcs.push((ssrc, layer));
+        Some((index, layer))
     }
 
     /// The negotiated parameters of payload type `pt` on producer `index`.
@@ -268,8 +409,19 @@ impl Consumer {
             source,
             state: ConsumerState::ToOffer,
             rewriter: RtpRewriter::new(clock_rate(kind), kind == MediaKind::Video),
+            switcher: LayerSwitcher::starting_at(0),
+            picture_ids: Vp8PictureIds::default(),
+            visible: true,
+            rendered_width: None,
             pt_map: Vec::new(),
         }
+    }
+
+    /// Start the outgoing stream afresh (a new m-line): rewriting and layer choice.
+    pub fn reset_stream(&mut self) {
+        self.rewriter = RtpRewriter::new(clock_rate(self.kind), self.kind == MediaKind::Video);
+        self.switcher = LayerSwitcher::starting_at(self.switcher.target().unwrap_or(0));
+        self.picture_ids = Vp8PictureIds::default();
     }
 
     /// This subscriber's payload type for the publisher's `params`.

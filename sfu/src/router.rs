@@ -27,12 +27,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
@@ -42,10 +43,10 @@ use crate::api::{
     ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSource,
     TrackSummary,
 };
-use crate::core::keyframe::{VideoCodec, starts_keyframe};
-use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
+use crate::core::keyframe::{VideoCodec, starts_keyframe, vp8_keyframe_size};
+use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite};
+use crate::core::simulcast::{self, Layer, LayerDecision, Priority, TrackDemand};
 use crate::core::speaker::{self, SpeakerDetector};
-use crate::core::throttle::KeyframeRequestThrottle;
 use crate::metrics::WorkerMetrics;
 use crate::peer::{
     Consumer, ConsumerRef, ConsumerState, HostSlot, IngestTrack, Peer, PeerIndex, Producer,
@@ -123,6 +124,21 @@ pub const MEDIA_SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often peers are checked against [`MEDIA_SILENCE_TIMEOUT`].
 const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often each subscriber's bandwidth is shared out again (layer targets) and unwanted
+/// layers are paused (dynacast). Layer bitrates are measured over this window.
+const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The estimate a subscriber's bandwidth estimator starts from: enough for the lowest layers
+/// of a dozen tracks; probing finds the rest within seconds.
+const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
+
+/// What one audio track is assumed to take from a subscriber's budget (Opus speech with
+/// RTP/SRTP overhead).
+const AUDIO_ALLOWANCE_BPS: u64 = 50_000;
+
+/// A layer nobody wanted for this long is paused at the publisher.
+const PAUSE_UNWANTED_AFTER: Duration = Duration::from_secs(4);
+
 pub struct Router {
     config: RouterConfig,
     dtls_cert: DtlsCert,
@@ -144,6 +160,8 @@ pub struct Router {
     next_speaker_poll: Option<Instant>,
     /// When each room's first member joined.
     opened_at: HashMap<String, Instant>,
+    /// When layers are next allocated; `None` while no peer has a media session.
+    next_allocation: Option<Instant>,
     metrics: Arc<WorkerMetrics>,
     /// What ingest tracks are declared as: H.264 constrained baseline, packetization mode 1
     /// (what every browser decodes; x264's High profile streams decode under it too, since
@@ -205,6 +223,7 @@ impl Router {
             speakers: HashMap::new(),
             next_speaker_poll: None,
             opened_at: HashMap::new(),
+            next_allocation: None,
             metrics,
             ingest_h264,
             ingest_opus,
@@ -222,10 +241,14 @@ impl Router {
             .peek()
             .map(|Reverse((at, _))| *at)
             .unwrap_or(now + IDLE_TIMEOUT);
-        [self.next_liveness_check, self.next_speaker_poll]
-            .into_iter()
-            .flatten()
-            .fold(peer_deadline, Instant::min)
+        [
+            self.next_liveness_check,
+            self.next_speaker_poll,
+            self.next_allocation,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(peer_deadline, Instant::min)
     }
 
     pub fn participant_count(&self) -> usize {
@@ -323,7 +346,269 @@ impl Router {
         if self.next_speaker_poll.is_some_and(|poll| poll <= now) {
             self.poll_speakers(now);
         }
+        if self.next_allocation.is_some_and(|at| at <= now) {
+            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            self.allocate_all(now, out);
+        }
         self.process(now, out);
+    }
+
+    /// The allocation tick: measure every layer's bitrate over the last interval, choose
+    /// every subscriber's layers, then pause or resume layers at the publishers (dynacast).
+    fn allocate_all(&mut self, now: Instant, out: &mut impl Transmit) {
+        let seconds = ALLOCATION_INTERVAL.as_secs_f64();
+        for producer in self
+            .peers
+            .iter_mut()
+            .flatten()
+            .flat_map(|p| &mut p.producers)
+        {
+            for layer in &mut producer.layers {
+                let measured = (layer.bytes as f64 * 8.0 / seconds) as u64;
+                layer.bytes = 0;
+                if measured > 0 {
+                    // Smoothed over ~2 s: keyframes come in bursts.
+                    layer.bitrate_bps = if layer.bitrate_bps == 0 {
+                        measured
+                    } else {
+                        (layer.bitrate_bps * 3 + measured) / 4
+                    };
+                }
+            }
+        }
+        for index in 0..self.peers.len() {
+            if self.peers[index]
+                .as_ref()
+                .is_some_and(|p| p.media_connected && p.removal.is_none())
+            {
+                self.allocate_for(now, index, out);
+            }
+        }
+        self.dynacast(now);
+        let (mut estimates, mut estimate_sum) = (0, 0);
+        for estimate in self.peers.iter().flatten().filter_map(|p| p.estimate_bps) {
+            estimates += 1;
+            estimate_sum += estimate;
+        }
+        WorkerMetrics::set(&self.metrics.estimated_subscribers, estimates);
+        WorkerMetrics::set(&self.metrics.estimated_bps_sum, estimate_sum);
+    }
+
+    /// Share subscriber `index`'s bandwidth estimate across its video consumers
+    /// ([`simulcast::allocate`]) and set their target layers; tell str0m's estimator what to
+    /// probe for.
+    fn allocate_for(&mut self, now: Instant, index: PeerIndex, out: &mut impl Transmit) {
+        let Some(peer) = self.peers[index].as_ref() else {
+            return;
+        };
+        let dominant = self
+            .speakers
+            .get(peer.room.as_str())
+            .and_then(SpeakerDetector::dominant);
+        let mut slots = Vec::new();
+        let mut layer_infos = Vec::new();
+        let mut audio_tracks = 0u64;
+        for (slot, consumer) in peer.consumers.iter().enumerate() {
+            let Some(consumer) = consumer else { continue };
+            if !matches!(consumer.state, ConsumerState::Active { .. }) {
+                continue;
+            }
+            let Some(producer) = self.peers[consumer.source_peer]
+                .as_ref()
+                .and_then(|p| p.producers.iter().find(|p| p.track == consumer.track))
+            else {
+                continue;
+            };
+            if producer.is_muted() {
+                continue;
+            }
+            if consumer.kind == MediaKind::Audio {
+                audio_tracks += 1;
+                continue;
+            }
+            let started = producer.first_packet;
+            let count = producer.layers.len();
+            let infos: Vec<_> = producer
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, layer)| {
+                    let mut info = layer.info(i, count);
+                    info.available = layer.available(now, started);
+                    info
+                })
+                .collect();
+            let priority = if consumer.source == TrackSource::Screen {
+                Priority::ScreenShare
+            } else if Some(consumer.source_participant) == dominant {
+                Priority::DominantSpeaker
+            } else {
+                Priority::Normal
+            };
+            slots.push((slot, priority, consumer.visible, consumer.rendered_width));
+            layer_infos.push(infos);
+        }
+        let demands: Vec<TrackDemand<'_>> = slots
+            .iter()
+            .zip(&layer_infos)
+            .map(
+                |(&(_, priority, visible, rendered_width), layers)| TrackDemand {
+                    priority,
+                    visible,
+                    rendered_width,
+                    layers,
+                },
+            )
+            .collect();
+        let audio_bps = audio_tracks * AUDIO_ALLOWANCE_BPS;
+        let budget = peer
+            .estimate_bps
+            .map_or(u64::MAX, |estimate| estimate.saturating_sub(audio_bps));
+        let mut targets = Vec::with_capacity(demands.len());
+        let allocation = simulcast::allocate(budget, &demands, &mut targets);
+        let peer = self.peers[index].as_mut().expect("checked above");
+        for ((&(slot, ..), target), layers) in slots.iter().zip(targets).zip(&layer_infos) {
+            let Some(consumer) = peer.consumers[slot].as_mut() else {
+                continue;
+            };
+            if consumer
+                .switcher
+                .current()
+                .is_some_and(|current| !layers[current as usize].available)
+            {
+                consumer.switcher.current_stopped();
+            }
+            if consumer.switcher.set_target(target) {
+                let track = consumer.track;
+                peer.span
+                    .in_scope(|| debug!(track = %track, ?target, "layer target"));
+            }
+        }
+        let wanted = (
+            allocation.used_bps + audio_bps,
+            allocation.desired_bps + audio_bps,
+        );
+        if peer.bwe_wanted != Some(wanted)
+            && let Some(rtc) = peer.rtc.as_mut()
+        {
+            peer.bwe_wanted = Some(wanted);
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1.max(wanted.0)));
+            drain(now, index, peer, &mut self.queues, &mut self.timers, out);
+        }
+    }
+
+    /// Dynacast: pause the simulcast layers no subscriber receives or waits for, resume the
+    /// ones someone needs again, and tell each publisher (its client turns the encodings off
+    /// and on with `RTCRtpSender.setParameters`).
+    fn dynacast(&mut self, now: Instant) {
+        let mut paused_total = 0u64;
+        for source in 0..self.peers.len() {
+            let Some(publisher) = self.peers[source].as_ref() else {
+                continue;
+            };
+            let mut changes = Vec::new();
+            for (producer_index, producer) in publisher.producers.iter().enumerate() {
+                if !producer.is_simulcast() {
+                    continue;
+                }
+                let mut wanted = [false; simulcast::MAX_LAYERS];
+                // The stage's best layer is packaged for HLS, which takes H.264 only.
+                if publisher.on_stage
+                    && producer
+                        .codecs
+                        .iter()
+                        .any(|c| c.spec().codec == Codec::H264)
+                {
+                    wanted[producer.top_layer() as usize] = true;
+                }
+                for consumer_ref in &producer.consumers {
+                    let Some(consumer) = self.peers[consumer_ref.peer]
+                        .as_ref()
+                        .and_then(|p| p.consumers.get(consumer_ref.slot))
+                        .and_then(Option::as_ref)
+                    else {
+                        continue;
+                    };
+                    for layer in [consumer.switcher.current(), consumer.switcher.target()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        wanted[(layer as usize).min(simulcast::MAX_LAYERS - 1)] = true;
+                    }
+                }
+                changes.push((producer_index, wanted));
+            }
+            let publisher = self.peers[source].as_mut().expect("checked above");
+            for (producer_index, wanted) in changes {
+                let producer = &mut publisher.producers[producer_index];
+                let mut changed = false;
+                for (layer, wanted) in producer.layers.iter_mut().zip(wanted) {
+                    if wanted {
+                        layer.unwanted_since = None;
+                        if layer.paused {
+                            layer.paused = false;
+                            layer.resumed_at = Some(now);
+                            changed = true;
+                        }
+                    } else {
+                        let since = *layer.unwanted_since.get_or_insert(now);
+                        if !layer.paused
+                            && now.saturating_duration_since(since) >= PAUSE_UNWANTED_AFTER
+                        {
+                            layer.paused = true;
+                            changed = true;
+                        }
+                    }
+                    paused_total += u64::from(layer.paused);
+                }
+                if changed {
+                    let layers: Vec<(String, bool)> = producer
+                        .layers
+                        .iter()
+                        .filter_map(|l| Some((l.rid?.to_string(), !l.paused)))
+                        .collect();
+                    let track = producer.track;
+                    publisher.span.in_scope(
+                        || info!(track = %track, ?layers, "simulcast layers paused/resumed"),
+                    );
+                    publisher.notify(SessionEvent::SetLayers { track, layers });
+                }
+            }
+        }
+        WorkerMetrics::set(&self.metrics.paused_layers, paused_total);
+    }
+
+    /// A subscriber's report about the tile showing one of its tracks.
+    fn track_settings(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        track: TrackId,
+        visible: bool,
+        rendered_width: Option<u32>,
+        out: &mut impl Transmit,
+    ) -> Result<(), SfuError> {
+        let index = self.peer_index(participant)?;
+        let peer = self.peers[index].as_mut().expect("peer_index checked");
+        let consumer = peer
+            .consumers
+            .iter_mut()
+            .flatten()
+            .find(|c| {
+                c.track == track
+                    && !matches!(
+                        c.state,
+                        ConsumerState::ToStop(_) | ConsumerState::Stopping(_)
+                    )
+            })
+            .ok_or(SfuError::UnknownTrack(track))?;
+        consumer.visible = visible;
+        consumer.rendered_width = rendered_width.filter(|&w| w > 0);
+        if peer.media_connected {
+            self.allocate_for(now, index, out);
+        }
+        Ok(())
     }
 
     /// Re-evaluate every room's dominant speaker and tell the room about changes.
@@ -487,6 +772,17 @@ impl Router {
             } => {
                 let _ = reply.send(self.set_stage(&room, participant));
             }
+            Command::TrackSettings {
+                participant,
+                track,
+                visible,
+                rendered_width,
+                reply,
+            } => {
+                let result =
+                    self.track_settings(now, participant, track, visible, rendered_width, out);
+                let _ = reply.send(result);
+            }
             Command::RequestStageKeyframe { participant } => {
                 let Some(&index) = self.by_participant.get(&participant) else {
                     return;
@@ -502,7 +798,7 @@ impl Router {
                     })
                     .unwrap_or_default();
                 for track in video {
-                    self.request_keyframe(now, index, track, out);
+                    self.request_keyframe(now, index, track, KeyframeLayer::Top, out);
                 }
             }
             Command::Shutdown => {
@@ -653,6 +949,8 @@ impl Router {
             peer.last_heard = Some(now);
             self.next_liveness_check
                 .get_or_insert(now + LIVENESS_CHECK_INTERVAL);
+            self.next_allocation
+                .get_or_insert(now + ALLOCATION_INTERVAL);
         }
         let rtc = peer.rtc.as_mut().expect("set above");
         let answer = match rtc.sdp_api().accept_offer(offer) {
@@ -680,6 +978,7 @@ impl Router {
             .set_ice_lite(true)
             .set_dtls_cert(self.dtls_cert.clone())
             .set_stats_interval(None)
+            .enable_bwe(Some(INITIAL_ESTIMATE))
             .build(now);
         let candidate = Candidate::host(self.config.announced_addr, "udp")
             .expect("the announced address is a valid UDP host candidate");
@@ -742,7 +1041,7 @@ impl Router {
                             // Before DTLS is done the keyframe could not be delivered; the
                             // request is made when the peer connects instead.
                             if consumer.kind == MediaKind::Video && peer.media_connected {
-                                wants_keyframe.push((consumer.source_peer, consumer.track));
+                                wants_keyframe.push((consumer.source_peer, consumer.track, slot));
                             }
                         }
                         None => {
@@ -763,8 +1062,18 @@ impl Router {
         for slot in freed {
             self.free_consumer(index, slot);
         }
-        for (source_peer, track) in wants_keyframe {
-            self.request_keyframe(now, source_peer, track, out);
+        if !wants_keyframe.is_empty() {
+            // Choose layers first, so the keyframe is asked of the layer that will be sent.
+            self.allocate_for(now, index, out);
+        }
+        for (source_peer, track, slot) in wants_keyframe {
+            self.request_keyframe(
+                now,
+                source_peer,
+                track,
+                KeyframeLayer::For(index, slot),
+                out,
+            );
         }
         self.queues.to_negotiate.push(index);
         self.process(now, out);
@@ -786,6 +1095,12 @@ impl Router {
         }
         let candidate =
             Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        if candidate.proto() != Protocol::Udp {
+            // Media is UDP only. Handing str0m a TCP candidate alone (browsers trickle them
+            // first) makes its ICE agent see "no possible pairs" and declare the session
+            // disconnected before the UDP candidates arrive.
+            return Ok(());
+        }
         let peer = self.peers[index]
             .as_mut()
             .expect("peer_index checked the slot");
@@ -847,7 +1162,7 @@ impl Router {
         let Some(publisher) = self.peers[source].as_mut() else {
             return;
         };
-        let Some(producer_index) = publisher.producer_for_ssrc(packet.header.ssrc) else {
+        let Some((producer_index, layer)) = publisher.producer_for_ssrc(packet.header.ssrc) else {
             return;
         };
         let Some(params) = publisher.producer_codec(producer_index, packet.header.payload_type)
@@ -856,6 +1171,11 @@ impl Router {
         };
         let producer = &mut publisher.producers[producer_index];
         let kind = producer.kind;
+        let top_layer = producer.top_layer();
+        let producer_layer = &mut producer.layers[layer as usize];
+        producer_layer.bytes += packet.payload.len() as u64;
+        producer_layer.last_packet = Some(now);
+        producer.first_packet.get_or_insert(now);
         if kind == MediaKind::Audio
             && !producer.is_muted()
             && let Some(level) = packet.header.ext_vals.audio_level
@@ -866,6 +1186,7 @@ impl Router {
         }
         if publisher.on_stage
             && !producer.is_muted()
+            && layer == top_layer
             && let Some(tap) = &self.config.stage_tap
         {
             tap.packet(StageRtp {
@@ -883,14 +1204,23 @@ impl Router {
                 payload: packet.payload.clone(),
             });
         }
+        let codec = VideoCodec::from_str0m(params.spec().codec);
+        let vp8 = (codec == VideoCodec::Vp8)
+            .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+            .flatten();
         let starts = match kind {
             MediaKind::Audio => true,
             MediaKind::Video => {
-                let codec = VideoCodec::from_str0m(params.spec().codec);
                 let keyframe =
                     codec.keyframes_detectable() && starts_keyframe(codec, &packet.payload);
                 if keyframe {
-                    producer.keyframe_throttle.keyframe_arrived();
+                    let producer_layer = &mut producer.layers[layer as usize];
+                    producer_layer.keyframe_throttle.keyframe_arrived();
+                    if codec == VideoCodec::Vp8
+                        && let Some((width, _)) = vp8_keyframe_size(&packet.payload)
+                    {
+                        producer_layer.width = width;
+                    }
                 }
                 keyframe || !codec.keyframes_detectable()
             }
@@ -910,6 +1240,8 @@ impl Router {
         };
         let outgoing = OutgoingPacket {
             incoming,
+            layer,
+            vp8,
             marker: packet.header.marker,
             payload: &packet.payload,
             ext_vals,
@@ -944,6 +1276,7 @@ impl Router {
         let track = producer.track;
         let fan_out = producer.consumers.len();
         let mut waiting_for_keyframe = false;
+        let mut switches = 0u64;
         let mut forwarded = 0u64;
         for i in 0..fan_out {
             let Some(consumer_ref) = self.peers[source]
@@ -969,6 +1302,27 @@ impl Router {
             let ConsumerState::Active { ssrc, .. } = consumer.state else {
                 continue;
             };
+            if kind == MediaKind::Video {
+                match consumer
+                    .switcher
+                    .on_packet(packet.layer, incoming.starts_keyframe)
+                {
+                    LayerDecision::Forward => {}
+                    LayerDecision::Switched { from, to } => {
+                        consumer.picture_ids.switched();
+                        switches += 1;
+                        subscriber
+                            .span
+                            .in_scope(|| debug!(track = %track, ?from, to, "layer switched"));
+                    }
+                    LayerDecision::Drop => {
+                        // The layer it waits for is flowing, but this is no keyframe: ask.
+                        waiting_for_keyframe |=
+                            consumer.switcher.wants_keyframe() == Some(packet.layer);
+                        continue;
+                    }
+                }
+            }
             let was_waiting = consumer.rewriter.is_waiting();
             let (seq, timestamp) = match consumer.rewriter.rewrite(incoming) {
                 Rewrite::Forward { seq, timestamp } => {
@@ -989,20 +1343,41 @@ impl Router {
                 WorkerMetrics::add(&self.metrics.packets_dropped_no_codec, 1);
                 continue;
             };
+            let vp8_patch = packet.vp8.as_ref().and_then(|descriptor| {
+                let picture_id = descriptor.picture_id()?;
+                let (out_id, out_tl0) = consumer
+                    .picture_ids
+                    .rewrite(picture_id, descriptor.tl0_pic_idx());
+                if out_id == picture_id && out_tl0 == descriptor.tl0_pic_idx() {
+                    return None;
+                }
+                let mut patch =
+                    descriptor
+                        .patch()
+                        .picture_id(if picture_id < 0x80 && out_id >= 0x80 {
+                            out_id & 0x7f // a 7-bit field keeps 7 bits
+                        } else {
+                            out_id
+                        });
+                if let Some(tl0) = out_tl0 {
+                    patch = patch.tl0_pic_idx(tl0);
+                }
+                patch.build().ok()
+            });
             let mut api = rtc.direct_api();
             let Some(stream) = engine!(api.stream_tx(&ssrc)) else {
                 continue;
             };
             // The payload clone is a reference count increment: every subscriber shares it.
             let payload = packet.payload.clone();
-            engine!(
-                stream.write_rtp(
-                    RtpWrite::new(pt, seq.into(), timestamp, incoming.arrival, payload)
-                        .marker(packet.marker)
-                        .ext_vals(packet.ext_vals.clone())
-                        .nackable(kind == MediaKind::Video),
-                )
-            );
+            let mut write = RtpWrite::new(pt, seq.into(), timestamp, incoming.arrival, payload)
+                .marker(packet.marker)
+                .ext_vals(packet.ext_vals.clone())
+                .nackable(kind == MediaKind::Video);
+            if let Some(patch) = vp8_patch {
+                write = write.vp8_patch(patch);
+            }
+            engine!(stream.write_rtp(write));
             forwarded += 1;
             drain(
                 now,
@@ -1015,8 +1390,9 @@ impl Router {
         }
         WorkerMetrics::add(&self.metrics.packets_forwarded, forwarded);
         WorkerMetrics::add(&self.metrics.bytes_forwarded, forwarded * payload_len);
+        WorkerMetrics::add(&self.metrics.layer_switches, switches);
         if waiting_for_keyframe {
-            self.request_keyframe(now, source, track, out);
+            self.request_keyframe(now, source, track, KeyframeLayer::Layer(packet.layer), out);
         }
     }
 
@@ -1038,38 +1414,77 @@ impl Router {
             return;
         };
         let (source, track) = (consumer.source_peer, consumer.track);
-        self.request_keyframe(now, source, track, out);
+        self.request_keyframe(
+            now,
+            source,
+            track,
+            KeyframeLayer::For(subscriber, slot),
+            out,
+        );
     }
 
+    /// Ask a publisher for a keyframe on one layer (or all) of a video track, through that
+    /// layer's throttle ([`crate::core::throttle`]).
     fn request_keyframe(
         &mut self,
         now: Instant,
         source: PeerIndex,
         track: TrackId,
+        layer: KeyframeLayer,
         out: &mut impl Transmit,
     ) {
+        let for_consumer = match layer {
+            KeyframeLayer::For(subscriber, slot) => self.peers[subscriber]
+                .as_ref()
+                .and_then(|p| p.consumers.get(slot))
+                .and_then(Option::as_ref)
+                .map(|c| (c.switcher.wants_keyframe(), c.switcher.current())),
+            _ => None,
+        };
         let Some(publisher) = self.peers[source].as_mut() else {
             return;
         };
         let Some(producer) = publisher.producers.iter_mut().find(|p| p.track == track) else {
             return;
         };
-        if producer.kind != MediaKind::Video || !producer.keyframe_throttle.allow(now) {
+        if producer.kind != MediaKind::Video {
             return;
         }
+        let top = producer.top_layer();
+        let layers = match layer {
+            KeyframeLayer::Layer(layer) => layer..=layer,
+            KeyframeLayer::Top => top..=top,
+            KeyframeLayer::All => 0..=top,
+            KeyframeLayer::For(..) => {
+                let (wanted, current) = for_consumer.unwrap_or((None, None));
+                let layer = wanted.or(current).unwrap_or(top).min(top);
+                layer..=layer
+            }
+        };
         let mid = producer.mid;
         let Some(rtc) = publisher.rtc.as_mut() else {
             return;
         };
-        let mut api = rtc.direct_api();
-        let Some(stream) = api.stream_rx_by_mid(mid, None) else {
-            return; // nothing received yet: the first keyframe is on its way anyway
-        };
-        stream.request_keyframe(KeyframeRequestKind::Pli);
-        WorkerMetrics::add(&self.metrics.keyframe_requests, 1);
-        publisher
-            .span
-            .in_scope(|| debug!(track = %track, "keyframe requested (PLI)"));
+        let mut requested = false;
+        for layer in layers {
+            let producer_layer = &mut producer.layers[layer as usize];
+            if producer_layer.paused || !producer_layer.keyframe_throttle.allow(now) {
+                continue;
+            }
+            let mut api = rtc.direct_api();
+            let Some(stream) = api.stream_rx_by_mid(mid, producer_layer.rid) else {
+                continue; // nothing received yet: the first keyframe is on its way anyway
+            };
+            stream.request_keyframe(KeyframeRequestKind::Pli);
+            WorkerMetrics::add(&self.metrics.keyframe_requests, 1);
+            publisher
+                .span
+                .in_scope(|| debug!(track = %track, layer, "keyframe requested (PLI)"));
+            requested = true;
+        }
+        if !requested {
+            return;
+        }
         drain(
             now,
             source,
@@ -1087,17 +1502,19 @@ impl Router {
             return;
         };
         peer.media_connected = true;
-        let sources: Vec<(PeerIndex, TrackId)> = peer
+        let sources: Vec<(PeerIndex, TrackId, usize)> = peer
             .consumers
             .iter()
-            .flatten()
-            .filter(|c| {
+            .enumerate()
+            .filter_map(|(slot, c)| Some((slot, c.as_ref()?)))
+            .filter(|(_, c)| {
                 c.kind == MediaKind::Video && matches!(c.state, ConsumerState::Active { .. })
             })
-            .map(|c| (c.source_peer, c.track))
+            .map(|(slot, c)| (c.source_peer, c.track, slot))
             .collect();
-        for (source, track) in sources {
-            self.request_keyframe(now, source, track, out);
+        self.allocate_for(now, index, out);
+        for (source, track, slot) in sources {
+            self.request_keyframe(now, source, track, KeyframeLayer::For(index, slot), out);
         }
     }
 
@@ -1128,21 +1545,17 @@ impl Router {
             .iter()
             .find(|(mid, _)| mid.as_str() == &*added.mid)
             .map_or(TrackSource::default_for(kind), |&(_, source)| source);
-        peer.producers.push(Producer {
-            track,
-            mid: added.mid,
-            kind,
-            source,
-            ssrcs: Vec::new(),
-            codecs: Vec::new(),
-            consumers: Vec::new(),
-            keyframe_throttle: KeyframeRequestThrottle::default(),
-            ingest: None,
-            muted: None,
+        let rids: Vec<_> = added
+            .simulcast
+            .as_ref()
+            .map(|simulcast| simulcast.recv.iter().map(|layer| layer.rid).collect())
+            .unwrap_or_default();
+        let producer = Producer::new(track, added.mid, kind, source, &rids);
+        let layers = producer.layers.len();
+        peer.producers.push(producer);
+        peer.span.in_scope(|| {
+            info!(track = %track, ?kind, ?source, mid = %added.mid, layers, ?rids, "published track")
         });
-        peer.span.in_scope(
-            || info!(track = %track, ?kind, ?source, mid = %added.mid, "published track"),
-        );
         self.track_published(index, track, kind, source);
     }
 
@@ -1482,24 +1895,16 @@ impl Router {
             return Err(SfuError::NotIngest(participant));
         }
         self.next_track += 1;
-        peer.producers.push(Producer {
-            track,
-            mid: Mid::from(match kind {
-                MediaKind::Audio => "ingest-audio",
-                MediaKind::Video => "ingest-video",
-            }),
-            kind,
-            ssrcs: Vec::new(),
-            codecs: Vec::new(),
-            consumers: Vec::new(),
-            keyframe_throttle: KeyframeRequestThrottle::default(),
-            ingest: Some(IngestTrack {
-                params,
-                next_seq: 0,
-            }),
-            source: TrackSource::default_for(kind),
-            muted: None,
+        let mid = Mid::from(match kind {
+            MediaKind::Audio => "ingest-audio",
+            MediaKind::Video => "ingest-video",
         });
+        let mut producer = Producer::new(track, mid, kind, TrackSource::default_for(kind), &[]);
+        producer.ingest = Some(IngestTrack {
+            params,
+            next_seq: 0,
+        });
+        peer.producers.push(producer);
         peer.span
             .in_scope(|| info!(track = %track, ?kind, "published ingest track"));
         self.track_published(index, track, kind, TrackSource::default_for(kind));
@@ -1530,6 +1935,14 @@ impl Router {
         };
         let params = ingest.params;
         let kind = producer.kind;
+        producer.first_packet.get_or_insert(now);
+        let layer = &mut producer.layers[0];
+        layer.last_packet = Some(now);
+        layer.bytes += frame
+            .payloads
+            .iter()
+            .map(|(p, _)| p.len() as u64)
+            .sum::<u64>();
         let first_seq = ingest.next_seq;
         ingest.next_seq += frame.payloads.len() as u64;
         for (seq, (i, (payload, marker))) in (first_seq..).zip(frame.payloads.iter().enumerate()) {
@@ -1542,6 +1955,8 @@ impl Router {
             };
             let packet = OutgoingPacket {
                 incoming,
+                layer: 0,
+                vp8: None,
                 marker: *marker,
                 payload,
                 ext_vals: ExtensionValues::default(),
@@ -1633,7 +2048,7 @@ impl Router {
                 }
             }
             if !muted && kind == MediaKind::Video {
-                self.request_keyframe(now, index, track, out);
+                self.request_keyframe(now, index, track, KeyframeLayer::All, out);
             }
         }
         Ok(changed.into_iter().map(|(track, _)| track).collect())
@@ -1814,14 +2229,7 @@ impl Router {
                         None,
                     );
                     consumer.state = ConsumerState::Offered(mid);
-                    consumer.rewriter = RtpRewriter::new(
-                        if consumer.kind == MediaKind::Audio {
-                            48_000
-                        } else {
-                            90_000
-                        },
-                        consumer.kind == MediaKind::Video,
-                    );
+                    consumer.reset_stream();
                 }
                 ConsumerState::ToStop(mid) => {
                     changes.stop_media(mid);
@@ -1913,9 +2321,25 @@ fn summary(peer: &Peer) -> ParticipantSummary {
 /// A packet on its way to a producer's subscribers.
 struct OutgoingPacket<'a> {
     incoming: IncomingPacket,
+    /// The producer layer it belongs to (0 for a plain track).
+    layer: Layer,
+    /// Its VP8 payload descriptor, parsed once for every subscriber's PictureID rewrite.
+    vp8: Option<Vp8Descriptor>,
     marker: bool,
     payload: &'a Arc<[u8]>,
     ext_vals: ExtensionValues,
+}
+
+/// Which of a producer's layers a keyframe request is for.
+#[derive(Debug, Clone, Copy)]
+enum KeyframeLayer {
+    Layer(Layer),
+    /// The best layer (what the stage and HLS package).
+    Top,
+    /// Every layer that flows (after an unmute, subscribers may be on any of them).
+    All,
+    /// The layer consumer slot `.1` of subscriber `.0` waits for or receives.
+    For(PeerIndex, usize),
 }
 
 /// Bound on deadlines of "now" handled inside one drain, so a misbehaving session cannot spin.
@@ -1987,6 +2411,13 @@ fn drain(
                 Event::Connected => {
                     span.in_scope(|| info!("media connected (DTLS done)"));
                     queues.connected.push(index);
+                }
+                Event::EgressBitrateEstimate(BweKind::Twcc {
+                    estimate,
+                    can_probe,
+                }) => {
+                    span.in_scope(|| debug!(%estimate, can_probe, "bandwidth estimate"));
+                    peer.estimate_bps = Some(estimate.as_u64());
                 }
                 _ => {}
             },

@@ -81,6 +81,15 @@ pub enum ClientMessage {
     /// Admin grant: mark a question answered (or open again). Everyone gets
     /// `question_updated`.
     AnswerQuestion { id: u64, answered: bool },
+    /// How the client shows a video track it receives: a hidden tile (`visible: false`)
+    /// gets nothing; `width` (the tile's width in device pixels) caps the simulcast layer
+    /// sent. Send it when a tile appears, is resized or scrolls in or out of view.
+    TrackSettings {
+        track_id: TrackId,
+        visible: bool,
+        #[serde(default)]
+        width: Option<u32>,
+    },
 }
 
 /// Messages the server sends.
@@ -158,6 +167,12 @@ pub enum ServerMessage {
     StageChanged {
         participant_id: Option<ParticipantId>,
     },
+    /// Dynacast, to a simulcast publisher: turn these encodings of `track_id` on or off
+    /// (`RTCRtpEncodingParameters.active`, by `rid`), as subscribers need them.
+    SetLayers {
+        track_id: TrackId,
+        layers: Vec<LayerState>,
+    },
     /// This participant is out of the room: the answer to `leave`, or the server removed it
     /// (`reason` says why). The server closes the socket right after.
     Left {
@@ -188,6 +203,13 @@ pub struct OfferedTrack {
     pub track_id: TrackId,
     pub kind: MediaKind,
     pub source: TrackSource,
+}
+
+/// One simulcast encoding in `set_layers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerState {
+    pub rid: String,
+    pub active: bool,
 }
 
 /// What this participant may do, so the client shows only the controls that work.
@@ -269,7 +291,8 @@ pub enum ErrorCode {
     TooManyRooms,
     /// More messages per second than `--max-message-rate` allows; this one was dropped.
     RateLimited,
-    /// `kick`/`mute` named a participant or track that is not in this room.
+    /// `kick`/`mute` named a participant or track that is not in this room, or
+    /// `track_settings` a track this client does not receive.
     UnknownParticipant,
     /// `answer_question` named no question of this room.
     UnknownQuestion,
@@ -322,6 +345,7 @@ const KNOWN_TYPES: &[&str] = &[
     "chat_join",
     "chat",
     "answer_question",
+    "track_settings",
 ];
 
 fn classify_parse_error(text: &str, parse_error: serde_json::Error) -> ProtocolError {
@@ -493,6 +517,7 @@ mod tests {
             "set_stage",
             "chat",
             "answer_question",
+            "track_settings",
         ] {
             assert!(
                 error.message.contains(kind),

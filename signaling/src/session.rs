@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::AppState;
 use crate::limits::{Limit, MessageRate};
 use crate::protocol::{
-    ChatPermissions, ClientMessage, ErrorCode, Grants, OfferedTrack, ParticipantInfo,
+    ChatPermissions, ClientMessage, ErrorCode, Grants, LayerState, OfferedTrack, ParticipantInfo,
     ProtocolError, ServerMessage, TrackInfo, parse_client_message_within,
 };
 
@@ -359,6 +359,36 @@ impl Session {
                 .await;
                 match result {
                     Ok(_) => ControlFlow::Continue(()),
+                    Err(error) => self.send_sfu_error(error).await,
+                }
+            }
+            ClientMessage::TrackSettings {
+                track_id,
+                visible,
+                width,
+            } => {
+                let Some(joined) = self.joined_or_error("track_settings").await? else {
+                    return ControlFlow::Continue(());
+                };
+                let participant = joined.participant;
+                let worker = joined.worker.clone();
+                let result = request(&worker, |reply| Command::TrackSettings {
+                    participant,
+                    track: track_id,
+                    visible,
+                    rendered_width: width,
+                    reply,
+                })
+                .await;
+                match result {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(SfuError::UnknownTrack(track)) => {
+                        self.send_error(
+                            ErrorCode::UnknownParticipant,
+                            &format!("track_settings: you do not receive track {track}"),
+                        )
+                        .await
+                    }
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
@@ -874,6 +904,13 @@ impl Session {
             },
             SessionEvent::StageChanged { participant } => ServerMessage::StageChanged {
                 participant_id: participant,
+            },
+            SessionEvent::SetLayers { track, layers } => ServerMessage::SetLayers {
+                track_id: track,
+                layers: layers
+                    .into_iter()
+                    .map(|(rid, active)| LayerState { rid, active })
+                    .collect(),
             },
             SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
                 sdp,

@@ -61,34 +61,56 @@ fn vp8_starts_keyframe(payload: &[u8]) -> bool {
     let Some(&first) = payload.first() else {
         return false;
     };
-    let extended = first & 0x80 != 0;
     let start_of_partition = first & 0x10 != 0;
     let partition_index = first & 0x07;
     if !start_of_partition || partition_index != 0 {
         return false;
     }
-    let mut offset = 1;
-    if extended {
-        let Some(&x) = payload.get(1) else {
-            return false;
-        };
-        offset = 2;
-        if x & 0x80 != 0 {
-            // I: PictureID, one byte or two when its M bit is set.
-            let Some(&picture_id) = payload.get(offset) else {
-                return false;
-            };
-            offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
-        }
-        if x & 0x40 != 0 {
-            offset += 1; // L: TL0PICIDX
-        }
-        if x & 0x30 != 0 {
-            offset += 1; // T or K: TID/Y/KEYIDX
-        }
-    }
     // VP8 payload header: P (inverse keyframe flag) is the lowest bit of the first byte.
-    payload.get(offset).is_some_and(|b| b & 0x01 == 0)
+    vp8_payload_offset(payload)
+        .and_then(|offset| payload.get(offset))
+        .is_some_and(|b| b & 0x01 == 0)
+}
+
+/// Where the VP8 payload starts after the RTP payload descriptor
+/// ([RFC 7741 §4.2](https://www.rfc-editor.org/rfc/rfc7741#section-4.2)).
+fn vp8_payload_offset(payload: &[u8]) -> Option<usize> {
+    let first = *payload.first()?;
+    if first & 0x80 == 0 {
+        return Some(1);
+    }
+    let x = *payload.get(1)?;
+    let mut offset = 2;
+    if x & 0x80 != 0 {
+        // I: PictureID, one byte or two when its M bit is set.
+        offset += if *payload.get(offset)? & 0x80 != 0 {
+            2
+        } else {
+            1
+        };
+    }
+    if x & 0x40 != 0 {
+        offset += 1; // L: TL0PICIDX
+    }
+    if x & 0x30 != 0 {
+        offset += 1; // T or K: TID/Y/KEYIDX
+    }
+    Some(offset)
+}
+
+/// A VP8 keyframe's picture size, from the first packet of the frame
+/// ([RFC 6386 §9.1](https://www.rfc-editor.org/rfc/rfc6386#section-9.1)): after the
+/// descriptor, a 3-byte frame tag, the start code `9d 01 2a`, then width and height in
+/// 14 bits each (little endian; the top 2 bits are scaling).
+pub fn vp8_keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let offset = vp8_payload_offset(payload)?;
+    let frame = payload.get(offset..offset + 10)?;
+    if frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    Some((width, height))
 }
 
 fn vp9_starts_keyframe(payload: &[u8]) -> bool {
@@ -232,5 +254,18 @@ mod tests {
         assert!(!starts_keyframe(VideoCodec::Vp8, &[0x90, 0x80, 0x81]));
         assert!(!starts_keyframe(VideoCodec::Vp9, &[0xa8]));
         assert!(!starts_keyframe(VideoCodec::H264, &[0x7c]));
+    }
+
+    #[test]
+    fn vp8_keyframe_size_is_read_from_the_frame_header() {
+        // Extended descriptor with a 15-bit PictureID, frame tag, start code, 640×480.
+        let payload = [
+            0x90, 0x80, 0x81, 0x23, 0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+        ];
+        assert_eq!(vp8_keyframe_size(&payload), Some((640, 480)));
+        assert_eq!(vp8_keyframe_size(&payload[..12]), None, "truncated");
+        let mut delta = payload;
+        delta[4] |= 0x01;
+        assert_eq!(vp8_keyframe_size(&delta), None, "a delta frame has no size");
     }
 }

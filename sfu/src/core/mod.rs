@@ -4,5 +4,6 @@
 
 pub mod keyframe;
 pub mod rewrite;
+pub mod simulcast;
 pub mod speaker;
 pub mod throttle;
