@@ -2,8 +2,11 @@
 # Reproduces the load numbers in docs/performance.md: a release server pinned to CPU 0 with
 # one worker, the load tool pinned to CPU 1, one scenario per run, JSON results in
 # target/perf/. Usage: scripts/bench-load.sh [seconds per run] [broadcast sizes...]
+#        scripts/bench-load.sh simulcast [seconds per run]   (only the 12×12 meeting runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_simulcast=false
+if [ "${1:-}" = simulcast ]; then only_simulcast=true; shift; fi
 seconds=${1:-20}
 shift || true
 sizes=("$@")
@@ -29,8 +32,18 @@ run() { # name, load arguments...
   rm -f "$log"
 }
 
+# A 12-person meeting (everyone publishes and receives the 11 others), 1.5 Mbit/s 720p30
+# cameras: one stream each; simulcast; simulcast with 320-pixel grid tiles.
+meeting() {
+  run meeting-12x12 room --rooms 1 --publishers 12 --bitrate 1500000
+  run meeting-12x12-simulcast room --rooms 1 --publishers 12 --bitrate 1500000 --simulcast
+  run meeting-12x12-simulcast-tiles320 room --rooms 1 --publishers 12 --bitrate 1500000 --simulcast --tile-width 320
+}
+if $only_simulcast; then meeting; exit 0; fi
+
 for n in "${sizes[@]}"; do
   run "broadcast-$n" broadcast --subscribers "$n"
 done
 run meeting-6x6 room --rooms 1 --publishers 6
 run rooms-20x4 room --rooms 20 --publishers 4
+meeting

@@ -48,6 +48,16 @@ pub struct LoadArgs {
     /// No progress lines.
     #[arg(long, global = true)]
     quiet: bool,
+
+    /// Publishers send three simulcast layers (320×180, 640×360, 1280×720 at 10 %, 33 % and
+    /// 100 % of --bitrate) instead of one 1280×720 stream.
+    #[arg(long, global = true)]
+    simulcast: bool,
+
+    /// Participants report every video they receive as shown in a tile this many pixels wide
+    /// (what a meeting grid does), so the server sends no wider layer.
+    #[arg(long, global = true)]
+    tile_width: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +138,8 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         join_rate: args.join_rate,
         bind_ip: args.bind_ip,
         progress: !args.quiet,
+        simulcast: args.simulcast,
+        tile_width: args.tile_width,
     };
     let (report, leaks) = match leak_check {
         None => (

@@ -40,6 +40,7 @@ fn participant(server: &Server, room: &str, name: &str, token: String) -> Partic
         publish: Some(PublishOptions::default()),
         bind_ip: "127.0.0.1".parse().unwrap(),
         token: Some(token),
+        tile_width: None,
     }
 }
 
@@ -337,6 +338,7 @@ async fn the_subscribe_grant_and_anonymous_viewers() {
     let anonymous = Participant::join(ParticipantOptions {
         publish: None,
         token: None,
+        tile_width: None,
         ..participant(&server, "town-hall", "guest", String::new())
     })
     .await

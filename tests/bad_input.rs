@@ -73,6 +73,7 @@ async fn bystanders(server: &Server, room: &str) -> Vec<Participant> {
         publish: Some(PublishOptions::default()),
         bind_ip: "127.0.0.1".parse().unwrap(),
         token: None,
+        tile_width: None,
     };
     let bystanders = vec![
         Participant::join(options("alice")).await.unwrap(),

@@ -26,6 +26,8 @@ async fn churn_leaves_nothing_behind() {
         join_rate: 50.0,
         bind_ip: "127.0.0.1".parse().unwrap(),
         progress: false,
+        simulcast: false,
+        tile_width: None,
     };
     let (report, leaks) = churn_leak_check(config, Duration::from_secs(8))
         .await

@@ -20,9 +20,11 @@ fn options(server: &Server, room: &str, name: &str) -> ParticipantOptions {
             // Only the first frame and requested ones are keyframes: a late joiner sees video
             // only if the SFU asks the publisher for a keyframe.
             keyframe_interval: None,
+            simulcast: false,
         }),
         bind_ip: "127.0.0.1".parse().unwrap(),
         token: None,
+        tile_width: None,
     }
 }
 

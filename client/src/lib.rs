@@ -28,7 +28,7 @@ use roomcast_sfu::{MediaKind, ParticipantId};
 use roomcast_signaling::protocol::{ClientMessage, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Mid};
+use str0m::media::{Direction, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -50,6 +50,10 @@ pub struct ParticipantOptions {
     pub bind_ip: IpAddr,
     /// Access token for servers outside dev mode.
     pub token: Option<String>,
+    /// Report every video track it receives as shown in a tile this wide (device pixels),
+    /// as the web client does (`track_settings`): the server then sends no wider layer.
+    /// `None`: says nothing (any layer, as bandwidth allows).
+    pub tile_width: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +62,20 @@ pub struct PublishOptions {
     pub fps: u32,
     /// Send a keyframe this often even without requests. `None`: only on request (and first).
     pub keyframe_interval: Option<Duration>,
+    /// Publish the video as three simulcast layers ([`SIMULCAST_LAYERS`]) instead of one.
+    pub simulcast: bool,
 }
+
+/// The simulcast layers a publisher sends, lowest first, as the web client does for a 720p
+/// camera: rid, picture size, and share of `video_bitrate_bps` (the top layer's rate).
+pub const SIMULCAST_LAYERS: [(&str, u16, u16, f64); 3] = [
+    ("q", 320, 180, 0.1),
+    ("h", 640, 360, 1.0 / 3.0),
+    ("f", 1280, 720, 1.0),
+];
+
+/// The picture size of a single-layer publisher's synthetic frames.
+pub const SINGLE_LAYER_SIZE: (u16, u16) = (1280, 720);
 
 impl Default for PublishOptions {
     fn default() -> Self {
@@ -66,6 +83,7 @@ impl Default for PublishOptions {
             video_bitrate_bps: 1_000_000,
             fps: 30,
             keyframe_interval: Some(Duration::from_secs(2)),
+            simulcast: false,
         }
     }
 }
@@ -119,6 +137,11 @@ pub struct Stats {
 #[derive(Debug, Default, Clone)]
 pub struct RemoteStats {
     pub video_frames: u64,
+    /// Pixels of every video frame received (its layer's size, from the last keyframe): what
+    /// a decoder would have to decode.
+    pub video_pixels: u64,
+    /// Picture size from the last keyframe received.
+    pub picture: (u16, u16),
     pub video_keyframes: u64,
     pub audio_frames: u64,
     pub video_bytes: u64,
@@ -295,8 +318,13 @@ struct Session {
     tracks: HashMap<Mid, (ParticipantId, MediaKind)>,
     stats: Arc<Mutex<Stats>>,
     connected: bool,
-    keyframe_wanted: bool,
+    /// Per layer (index 0 alone without simulcast).
+    keyframe_wanted: [bool; 3],
+    /// Per layer: the server's dynacast (`set_layers`) may turn layers off.
+    layer_active: [bool; 3],
     last_keyframe: Option<Instant>,
+    /// Video tracks already reported with `track_settings`.
+    reported_tracks: Vec<roomcast_sfu::TrackId>,
     video_time: u64,
     audio_time: u64,
 }
@@ -333,8 +361,10 @@ impl Session {
             tracks: HashMap::new(),
             stats,
             connected: false,
-            keyframe_wanted: true,
+            keyframe_wanted: [true; 3],
+            layer_active: [true; 3],
             last_keyframe: None,
+            reported_tracks: Vec::new(),
             video_time: 0,
             audio_time: 0,
         })
@@ -363,14 +393,21 @@ impl Session {
     ) -> Result<(), ClientError> {
         // The first offer: our tracks, or for a pure subscriber one receive-only m-line.
         let mut change = self.rtc.sdp_api();
-        if self.options.publish.is_some() {
+        if let Some(publish) = &self.options.publish {
             let stream = Some(self.options.name.clone());
+            let simulcast = publish.simulcast.then(|| {
+                let mut simulcast = Simulcast::new();
+                for (rid, ..) in SIMULCAST_LAYERS {
+                    simulcast.add_send_layer(SimulcastLayer::new(rid));
+                }
+                simulcast
+            });
             self.video_mid = Some(change.add_media(
                 str0m::media::MediaKind::Video,
                 Direction::SendOnly,
                 stream.clone(),
                 None,
-                None,
+                simulcast,
             ));
             self.audio_mid = Some(change.add_media(
                 str0m::media::MediaKind::Audio,
@@ -482,6 +519,23 @@ impl Session {
                     .iter()
                     .map(|t| (Mid::from(t.mid.as_str()), (t.participant_id, t.kind)))
                     .collect();
+                if let Some(width) = self.options.tile_width {
+                    for track in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+                        if self.reported_tracks.contains(&track.track_id) {
+                            continue;
+                        }
+                        self.reported_tracks.push(track.track_id);
+                        send(
+                            ws,
+                            &ClientMessage::TrackSettings {
+                                track_id: track.track_id,
+                                visible: true,
+                                width: Some(width),
+                            },
+                        )
+                        .await?;
+                    }
+                }
                 let offer = SdpOffer::from_sdp_string(&sdp)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let answer = self
@@ -497,6 +551,19 @@ impl Session {
                     },
                 )
                 .await?;
+            }
+            ServerMessage::SetLayers { layers, .. } => {
+                for layer in layers {
+                    if let Some(index) = SIMULCAST_LAYERS
+                        .iter()
+                        .position(|(rid, ..)| *rid == layer.rid)
+                    {
+                        if layer.active && !self.layer_active[index] {
+                            self.keyframe_wanted[index] = true; // an encoder restarts with one
+                        }
+                        self.layer_active[index] = layer.active;
+                    }
+                }
             }
             ServerMessage::ParticipantJoined { participant } => {
                 self.stats()
@@ -553,8 +620,16 @@ impl Session {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 return Err(ClientError::Media("ICE disconnected".into()));
             }
-            Event::KeyframeRequest(_) => {
-                self.keyframe_wanted = true;
+            Event::KeyframeRequest(request) => {
+                let layer = request
+                    .rid
+                    .and_then(|rid| {
+                        SIMULCAST_LAYERS
+                            .iter()
+                            .position(|(r, ..)| Rid::from(*r) == rid)
+                    })
+                    .unwrap_or(0);
+                self.keyframe_wanted[layer] = true;
                 self.stats().keyframe_requests_received += 1;
             }
             Event::MediaData(data) => {
@@ -572,7 +647,15 @@ impl Session {
                         remote.first_video_at.get_or_insert(now);
                         if data.data.first().is_some_and(|b| b & 0x01 == 0) {
                             remote.video_keyframes += 1;
+                            if let Some(size) = data.data.get(6..10) {
+                                remote.picture = (
+                                    u16::from_le_bytes([size[0], size[1]]) & 0x3fff,
+                                    u16::from_le_bytes([size[2], size[3]]) & 0x3fff,
+                                );
+                            }
                         }
+                        remote.video_pixels +=
+                            u64::from(remote.picture.0) * u64::from(remote.picture.1);
                         if let Some(sent_us) = frame_send_time(&data.data) {
                             let delay_us = unix_micros().saturating_sub(sent_us);
                             remote.frames.push(ReceivedFrame { sent_us, delay_us });
@@ -593,36 +676,60 @@ impl Session {
         let periodic = publish
             .keyframe_interval
             .is_some_and(|interval| self.last_keyframe.is_none_or(|last| now - last >= interval));
-        let keyframe = self.keyframe_wanted || periodic;
-        let frame_bytes = (publish.video_bitrate_bps / 8 / publish.fps.max(1)) as usize;
         let sent_us = unix_micros();
-        let frame = synthetic_vp8_frame(keyframe, frame_bytes.max(32), sent_us);
-        let Some(writer) = self.rtc.writer(mid) else {
-            return Ok(());
-        };
-        let Some(pt) = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .map(|p| p.pt())
-        else {
-            return Err(ClientError::Media("server did not accept VP8".into()));
-        };
         self.video_time += 90_000 / u64::from(publish.fps.max(1));
         let time =
             str0m::media::MediaTime::new(self.video_time, str0m::media::Frequency::NINETY_KHZ);
-        writer
-            .write(pt, now, time, frame)
-            .map_err(|e| ClientError::Media(e.to_string()))?;
-        if keyframe {
-            self.keyframe_wanted = false;
+        let single = [("", SINGLE_LAYER_SIZE.0, SINGLE_LAYER_SIZE.1, 1.0)];
+        let layers: &[(&str, u16, u16, f64)] = if publish.simulcast {
+            &SIMULCAST_LAYERS
+        } else {
+            &single
+        };
+        let mut keyframes = 0;
+        let mut sent_any = false;
+        for (index, &(rid, width, height, share)) in layers.iter().enumerate() {
+            if !self.layer_active[index] {
+                continue;
+            }
+            let keyframe = self.keyframe_wanted[index] || periodic;
+            let frame_bytes = (f64::from(publish.video_bitrate_bps) * share
+                / 8.0
+                / f64::from(publish.fps.max(1))) as usize;
+            let frame =
+                synthetic_vp8_frame(keyframe, frame_bytes.max(32), sent_us, (width, height));
+            let Some(mut writer) = self.rtc.writer(mid) else {
+                return Ok(());
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt())
+            else {
+                return Err(ClientError::Media("server did not accept VP8".into()));
+            };
+            if publish.simulcast {
+                writer = writer.rid(Rid::from(rid));
+            }
+            writer
+                .write(pt, now, time, frame)
+                .map_err(|e| ClientError::Media(e.to_string()))?;
+            sent_any = true;
+            if keyframe {
+                self.keyframe_wanted[index] = false;
+                keyframes += 1;
+            }
+        }
+        if periodic {
             self.last_keyframe = Some(now);
+        }
+        if !sent_any {
+            return Ok(()); // every layer paused: nobody watches
         }
         let mut stats = self.stats();
         stats.video_frames_sent += 1;
         stats.video_frames_sent_us.push(sent_us);
-        if keyframe {
-            stats.keyframes_sent += 1;
-        }
+        stats.keyframes_sent += keyframes;
         Ok(())
     }
 
@@ -651,17 +758,22 @@ impl Session {
     }
 }
 
-/// A VP8 frame of `size` bytes whose header is valid (RFC 6386 §9.1) and whose body carries
-/// [`FRAME_MARKER`] and `sent_us`.
-pub fn synthetic_vp8_frame(keyframe: bool, size: usize, sent_us: u64) -> Vec<u8> {
+/// A VP8 frame of `size` bytes whose header is valid (RFC 6386 §9.1; a keyframe says it is
+/// `picture` wide and high) and whose body carries [`FRAME_MARKER`] and `sent_us`.
+pub fn synthetic_vp8_frame(
+    keyframe: bool,
+    size: usize,
+    sent_us: u64,
+    picture: (u16, u16),
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(size.max(24));
     let first_partition_size: u32 = 10;
     let tag: u32 = u32::from(!keyframe) | (1 << 4) | (first_partition_size << 5);
     frame.extend_from_slice(&tag.to_le_bytes()[..3]);
     if keyframe {
         frame.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-        frame.extend_from_slice(&640u16.to_le_bytes());
-        frame.extend_from_slice(&480u16.to_le_bytes());
+        frame.extend_from_slice(&picture.0.to_le_bytes());
+        frame.extend_from_slice(&picture.1.to_le_bytes());
     }
     frame.extend_from_slice(FRAME_MARKER);
     frame.extend_from_slice(&sent_us.to_le_bytes());
@@ -688,12 +800,12 @@ mod tests {
 
     #[test]
     fn synthetic_frames_round_trip_their_send_time() {
-        let key = synthetic_vp8_frame(true, 4000, 123_456_789);
+        let key = synthetic_vp8_frame(true, 4000, 123_456_789, (640, 480));
         assert_eq!(key.len(), 4000);
         assert_eq!(key[0] & 0x01, 0, "keyframe P bit");
         assert_eq!(&key[3..6], &[0x9d, 0x01, 0x2a]);
         assert_eq!(frame_send_time(&key), Some(123_456_789));
-        let delta = synthetic_vp8_frame(false, 100, 42);
+        let delta = synthetic_vp8_frame(false, 100, 42, (640, 480));
         assert_eq!(delta[0] & 0x01, 1);
         assert_eq!(frame_send_time(&delta), Some(42));
         assert_eq!(frame_send_time(&[1, 2, 3]), None);

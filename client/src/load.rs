@@ -67,6 +67,10 @@ pub struct LoadConfig {
     pub bind_ip: IpAddr,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
+    /// Publishers send three simulcast layers (see [`crate::SIMULCAST_LAYERS`]).
+    pub simulcast: bool,
+    /// Subscribers report every video tile this wide (`track_settings`), as a meeting grid would.
+    pub tile_width: Option<u32>,
 }
 
 /// The server's own counters, from `/metrics`.
@@ -85,6 +89,10 @@ pub struct ServerSample {
     pub consumers: f64,
     /// Broadcasts being packaged for HLS (they end a grace period after their room empties).
     pub hls_broadcasts: f64,
+    pub layer_switches: f64,
+    pub paused_layers: f64,
+    pub bwe_subscribers: f64,
+    pub bwe_estimate_bps_sum: f64,
 }
 
 impl ServerSample {
@@ -112,6 +120,10 @@ impl ServerSample {
             rooms: value("roomcast_rooms"),
             consumers: value("roomcast_consumers"),
             hls_broadcasts: value("roomcast_hls_live_broadcasts"),
+            layer_switches: value("roomcast_simulcast_layer_switches_total"),
+            paused_layers: value("roomcast_simulcast_paused_layers"),
+            bwe_subscribers: value("roomcast_bwe_subscribers"),
+            bwe_estimate_bps_sum: value("roomcast_bwe_estimate_bps_sum"),
         })
     }
 }
@@ -198,7 +210,13 @@ fn count_window(members: &[Member], from_us: u64, to_us: u64) -> WindowCount {
             count.expected += frames;
             member.participant.with_stats(|s| {
                 if let Some(remote) = s.remote.get(&publisher) {
+                    // Across a simulcast switch the old layer's frame and the new layer's
+                    // keyframe of the same capture can both arrive: one picture, counted once.
+                    let mut seen = std::collections::HashSet::new();
                     for frame in remote.frames.iter().filter(|f| in_window(f.sent_us)) {
+                        if !seen.insert(frame.sent_us) {
+                            continue;
+                        }
                         count.received += 1;
                         count.delays_ms.push(frame.delay_us as f64 / 1000.0);
                     }
@@ -236,6 +254,14 @@ pub struct Report {
     /// CPU used by this load generator during the window, in % of one core: near 100 % per
     /// core it uses, the generator (not the server) limits the run.
     pub generator_cpu_percent: f64,
+    /// Pixels per second a receiving participant would decode (its layers' picture sizes
+    /// times the frames it received), mean over the participants that receive video.
+    pub decoded_megapixels_per_second_per_receiver: f64,
+    /// Simulcast layer switches during the window, layers paused at its end, and the mean
+    /// bandwidth estimate of the subscribers at its end.
+    pub layer_switches: f64,
+    pub paused_layers: f64,
+    pub mean_estimate_bps: f64,
     /// Churn only.
     pub joins: u64,
     pub join_failures: u64,
@@ -262,6 +288,8 @@ impl Report {
                 "video_streams_per_core_estimate": self.streams_per_core_estimate,
             },
             "generator_cpu_percent_of_one_core": self.generator_cpu_percent,
+            "decoded_megapixels_per_second_per_receiver": self.decoded_megapixels_per_second_per_receiver,
+            "simulcast": {"layer_switches": self.layer_switches, "paused_layers": self.paused_layers, "mean_estimate_bps": self.mean_estimate_bps},
             "churn": {"joins": self.joins, "join_failures": self.join_failures},
             "errors": self.errors,
         })
@@ -325,6 +353,21 @@ impl Report {
                     format!("{:.2} Mbit/s", self.forwarded_bits_per_second / 1e6),
                 ),
                 (
+                    "decode load per receiver",
+                    format!(
+                        "{:.1} Mpixel/s",
+                        self.decoded_megapixels_per_second_per_receiver
+                    ),
+                ),
+                (
+                    "layer switches / paused layers",
+                    format!("{:.0} / {:.0}", self.layer_switches, self.paused_layers),
+                ),
+                (
+                    "mean bandwidth estimate",
+                    format!("{:.2} Mbit/s", self.mean_estimate_bps / 1e6),
+                ),
+                (
                     "video frame loss",
                     format!(
                         "{:.3} % ({} of {})",
@@ -384,9 +427,11 @@ fn options(config: &LoadConfig, room: String, name: String, publish: bool) -> Pa
             video_bitrate_bps: config.video_bitrate_bps,
             fps: config.fps,
             keyframe_interval: Some(Duration::from_secs(2)),
+            simulcast: config.simulcast,
         }),
         bind_ip: config.bind_ip,
         token: None,
+        tile_width: config.tile_width,
     }
 }
 
@@ -543,6 +588,7 @@ async fn run_rooms(
     tokio::time::sleep(WARMUP).await;
     let server_before = ServerSample::fetch(&config.server).await?;
     let generator_before = ProcessStats::read();
+    let pixels_before = decoded_pixels(&members);
     let window_start_us = crate::unix_micros();
     let window_end = Instant::now() + config.duration;
     while Instant::now() < window_end {
@@ -569,6 +615,15 @@ async fn run_rooms(
     let server_after = ServerSample::fetch(&config.server).await?;
     let generator_after = ProcessStats::read();
     let window_end_us = crate::unix_micros();
+    let pixels_after = decoded_pixels(&members);
+    let receivers = pixels_after.iter().filter(|&&p| p > 0).count().max(1);
+    let pixels: u64 = pixels_after
+        .iter()
+        .zip(&pixels_before)
+        .map(|(after, before)| after - before)
+        .sum();
+    report.decoded_megapixels_per_second_per_receiver =
+        pixels as f64 / 1e6 / config.duration.as_secs_f64().max(1e-3) / receivers as f64;
     if let (Some(before), Some(after)) = (generator_before, generator_after) {
         report.generator_cpu_percent = (after.cpu_seconds - before.cpu_seconds)
             / config.duration.as_secs_f64().max(1e-3)
@@ -597,6 +652,17 @@ async fn run_rooms(
     Ok(report)
 }
 
+/// Each member's total decoded pixels so far (see [`crate::RemoteStats::video_pixels`]).
+fn decoded_pixels(members: &[Member]) -> Vec<u64> {
+    members
+        .iter()
+        .map(|m| {
+            m.participant
+                .with_stats(|s| s.remote.values().map(|r| r.video_pixels).sum())
+        })
+        .collect()
+}
+
 fn fill_server_numbers(report: &mut Report, before: &ServerSample, after: &ServerSample) {
     let seconds = (after.at.unwrap_or_else(Instant::now) - before.at.unwrap_or_else(Instant::now))
         .as_secs_f64()
@@ -614,6 +680,9 @@ fn fill_server_numbers(report: &mut Report, before: &ServerSample, after: &Serve
         f64::NAN
     };
     report.server_rss_bytes = after.resident_bytes;
+    report.layer_switches = after.layer_switches - before.layer_switches;
+    report.paused_layers = after.paused_layers;
+    report.mean_estimate_bps = after.bwe_estimate_bps_sum / after.bwe_subscribers.max(1.0);
     // Streams per core: the forwarded video streams (with their share of audio) that one
     // fully busy core would carry at the measured cost per stream.
     let core_fraction = report.server_cpu_seconds / seconds;

@@ -136,6 +136,10 @@ const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
 /// RTP/SRTP overhead).
 const AUDIO_ALLOWANCE_BPS: u64 = 50_000;
 
+/// What each forwarded video stream keeps for retransmission (str0m's default size and age).
+const RTX_CACHE_PACKETS: usize = 2000;
+const RTX_CACHE_AGE: Duration = Duration::from_secs(3);
+
 /// A layer nobody wanted for this long is paused at the publisher.
 const PAUSE_UNWANTED_AFTER: Duration = Duration::from_secs(4);
 
@@ -1031,10 +1035,15 @@ impl Router {
             };
             match consumer.state {
                 ConsumerState::Offered(mid) => {
-                    let ssrc = rtc
-                        .direct_api()
-                        .stream_tx_by_mid(mid, None)
-                        .map(|s| s.ssrc());
+                    let mut api = rtc.direct_api();
+                    let ssrc = api.stream_tx_by_mid(mid, None).map(|stream| {
+                        // str0m drops queued retransmissions while they exceed 15 % of the
+                        // stream's bytes, and its bandwidth probes (padding sent as RTX) count
+                        // as retransmissions: a low layer being probed would stop answering
+                        // NACKs. Resends are bounded by what the subscriber asks for.
+                        stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
+                        stream.ssrc()
+                    });
                     match ssrc {
                         Some(ssrc) => {
                             consumer.state = ConsumerState::Active { mid, ssrc };
