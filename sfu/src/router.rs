@@ -45,7 +45,7 @@ use crate::api::{
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe, vp8_keyframe_size};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite};
-use crate::core::simulcast::{self, Layer, LayerDecision, Priority, TrackDemand};
+use crate::core::simulcast::{self, Layer, LayerDecision, LayerInfo, Priority, TrackDemand};
 use crate::core::speaker::{self, SpeakerDetector};
 use crate::metrics::WorkerMetrics;
 use crate::peer::{
@@ -132,6 +132,9 @@ const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
 /// of a dozen tracks; probing finds the rest within seconds.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
 
+/// The share of a subscriber's bandwidth estimate that layers may fill.
+const ESTIMATE_USABLE_PERCENT: u64 = 85;
+
 /// What one audio track is assumed to take from a subscriber's budget (Opus speech with
 /// RTP/SRTP overhead).
 const AUDIO_ALLOWANCE_BPS: u64 = 50_000;
@@ -166,12 +169,25 @@ pub struct Router {
     opened_at: HashMap<String, Instant>,
     /// When layers are next allocated; `None` while no peer has a media session.
     next_allocation: Option<Instant>,
+    /// Reused by every allocation, so the periodic tick allocates nothing in steady state.
+    scratch: AllocationScratch,
     metrics: Arc<WorkerMetrics>,
     /// What ingest tracks are declared as: H.264 constrained baseline, packetization mode 1
     /// (what every browser decodes; x264's High profile streams decode under it too, since
     /// decoders take the profile from the SPS), and Opus.
     ingest_h264: PayloadParams,
     ingest_opus: PayloadParams,
+}
+
+/// Buffers of [`Router::allocate_for`] and [`Router::dynacast`], kept between ticks.
+#[derive(Default)]
+struct AllocationScratch {
+    /// Consumer slots of the subscriber being allocated, in `demands` order.
+    slots: Vec<usize>,
+    demands: Vec<TrackDemand>,
+    targets: Vec<Option<Layer>>,
+    /// Dynacast: (producer index, layers wanted) of the publisher being looked at.
+    wanted: Vec<(usize, [bool; simulcast::MAX_LAYERS])>,
 }
 
 /// A room's stage: the member an admin chose, and the member currently reported.
@@ -228,6 +244,7 @@ impl Router {
             next_speaker_poll: None,
             opened_at: HashMap::new(),
             next_allocation: None,
+            scratch: AllocationScratch::default(),
             metrics,
             ingest_h264,
             ingest_opus,
@@ -351,7 +368,8 @@ impl Router {
             self.poll_speakers(now);
         }
         if self.next_allocation.is_some_and(|at| at <= now) {
-            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            let any_media = self.peers.iter().flatten().any(|p| p.rtc.is_some());
+            self.next_allocation = any_media.then(|| now + ALLOCATION_INTERVAL);
             self.allocate_all(now, out);
         }
         self.process(now, out);
@@ -409,8 +427,9 @@ impl Router {
             .speakers
             .get(peer.room.as_str())
             .and_then(SpeakerDetector::dominant);
-        let mut slots = Vec::new();
-        let mut layer_infos = Vec::new();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.slots.clear();
+        scratch.demands.clear();
         let mut audio_tracks = 0u64;
         for (slot, consumer) in peer.consumers.iter().enumerate() {
             let Some(consumer) = consumer else { continue };
@@ -430,18 +449,12 @@ impl Router {
                 audio_tracks += 1;
                 continue;
             }
-            let started = producer.first_packet;
-            let count = producer.layers.len();
-            let infos: Vec<_> = producer
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, layer)| {
-                    let mut info = layer.info(i, count);
-                    info.available = layer.available(now, started);
-                    info
-                })
-                .collect();
+            let count = producer.layers.len().min(simulcast::MAX_LAYERS);
+            let mut layers = [LayerInfo::default(); simulcast::MAX_LAYERS];
+            for (i, layer) in producer.layers.iter().take(count).enumerate() {
+                layers[i] = layer.info(i, count);
+                layers[i].available = layer.available(now, producer.first_packet);
+            }
             let priority = if consumer.source == TrackSource::Screen {
                 Priority::ScreenShare
             } else if Some(consumer.source_participant) == dominant {
@@ -449,36 +462,35 @@ impl Router {
             } else {
                 Priority::Normal
             };
-            slots.push((slot, priority, consumer.visible, consumer.rendered_width));
-            layer_infos.push(infos);
+            scratch.slots.push(slot);
+            scratch.demands.push(TrackDemand::new(
+                priority,
+                consumer.visible,
+                consumer.rendered_width,
+                &layers[..count],
+            ));
         }
-        let demands: Vec<TrackDemand<'_>> = slots
-            .iter()
-            .zip(&layer_infos)
-            .map(
-                |(&(_, priority, visible, rendered_width), layers)| TrackDemand {
-                    priority,
-                    visible,
-                    rendered_width,
-                    layers,
-                },
-            )
-            .collect();
         let audio_bps = audio_tracks * AUDIO_ALLOWANCE_BPS;
-        let budget = peer
-            .estimate_bps
-            .map_or(u64::MAX, |estimate| estimate.saturating_sub(audio_bps));
-        let mut targets = Vec::with_capacity(demands.len());
-        let allocation = simulcast::allocate(budget, &demands, &mut targets);
+        // Headroom: the estimate is what the path carried at best; retransmissions, probes and
+        // keyframes after a switch need room too, and a link filled to its estimate queues.
+        let budget = peer.estimate_bps.map_or(u64::MAX, |estimate| {
+            (estimate / 100 * ESTIMATE_USABLE_PERCENT).saturating_sub(audio_bps)
+        });
+        let allocation = simulcast::allocate(budget, &scratch.demands, &mut scratch.targets);
         let peer = self.peers[index].as_mut().expect("checked above");
-        for ((&(slot, ..), target), layers) in slots.iter().zip(targets).zip(&layer_infos) {
+        for ((&slot, &target), demand) in scratch
+            .slots
+            .iter()
+            .zip(&scratch.targets)
+            .zip(&scratch.demands)
+        {
             let Some(consumer) = peer.consumers[slot].as_mut() else {
                 continue;
             };
             if consumer
                 .switcher
                 .current()
-                .is_some_and(|current| !layers[current as usize].available)
+                .is_some_and(|current| !demand.layers()[current as usize].available)
             {
                 consumer.switcher.current_stopped();
             }
@@ -488,6 +500,7 @@ impl Router {
                     .in_scope(|| debug!(track = %track, ?target, "layer target"));
             }
         }
+        self.scratch = scratch;
         let wanted = (
             allocation.used_bps + audio_bps,
             allocation.desired_bps + audio_bps,
@@ -496,8 +509,10 @@ impl Router {
             && let Some(rtc) = peer.rtc.as_mut()
         {
             peer.bwe_wanted = Some(wanted);
-            rtc.bwe()
-                .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1.max(wanted.0)));
+            engine!(
+                rtc.bwe()
+                    .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1.max(wanted.0)))
+            );
             drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         }
     }
@@ -511,7 +526,8 @@ impl Router {
             let Some(publisher) = self.peers[source].as_ref() else {
                 continue;
             };
-            let mut changes = Vec::new();
+            let mut changes = std::mem::take(&mut self.scratch.wanted);
+            changes.clear();
             for (producer_index, producer) in publisher.producers.iter().enumerate() {
                 if !producer.is_simulcast() {
                     continue;
@@ -544,7 +560,7 @@ impl Router {
                 changes.push((producer_index, wanted));
             }
             let publisher = self.peers[source].as_mut().expect("checked above");
-            for (producer_index, wanted) in changes {
+            for &(producer_index, wanted) in &changes {
                 let producer = &mut publisher.producers[producer_index];
                 let mut changed = false;
                 for (layer, wanted) in producer.layers.iter_mut().zip(wanted) {
@@ -579,6 +595,7 @@ impl Router {
                     publisher.notify(SessionEvent::SetLayers { track, layers });
                 }
             }
+            self.scratch.wanted = changes;
         }
         WorkerMetrics::set(&self.metrics.paused_layers, paused_total);
     }
@@ -1158,6 +1175,25 @@ impl Router {
             }
             break;
         }
+        self.compact_timers();
+    }
+
+    /// Drop superseded timer-heap entries once they outnumber the live ones. A peer whose
+    /// deadline moves earlier gets a new entry and the old one stays until its time; with
+    /// str0m's pacer moving deadlines on every write, those would pile up for as long as the
+    /// furthest deadline (seconds). Compacting in place keeps the heap at a few entries per
+    /// peer, so it stops growing (and allocating) in steady state.
+    fn compact_timers(&mut self) {
+        let limit = 4 * self.by_participant.len() + 64;
+        if self.timers.len() <= limit {
+            return;
+        }
+        let peers = &self.peers;
+        self.timers.retain(|Reverse((at, index))| {
+            peers[*index]
+                .as_ref()
+                .is_some_and(|peer| peer.scheduled_timeout == Some(*at))
+        });
     }
 
     /// The per-packet fan-out. See the module docs for the path and its invariants.

@@ -76,15 +76,29 @@ fn forwarding_allocates_nothing_of_its_own_per_packet() {
             "warm-up failed"
         );
     }
+    let mut datagrams = 0u64;
+    let mut tapped = 0u64;
+    world.stage_packets();
+    // The measured pattern (a frame every 200 µs) once without counting: the router's timer
+    // heap and queues reach the size this pace needs (str0m's pacer and bandwidth estimator
+    // move deadlines on every write; superseded heap entries wait for their time), so what
+    // is counted below is the steady state, not capacity growth.
+    for _ in 0..PACKETS {
+        let (source, outgoing) = world.send_delta_frame(0, Duration::from_micros(200));
+        let now = world.now;
+        for datagram in &outgoing {
+            world
+                .router
+                .handle_datagram(now, source, datagram, &mut Discard);
+            world.router.handle_timeout(now, &mut Discard);
+        }
+        world.stage_packets();
+    }
     let forwarded_before = world
         .router
         .metrics()
         .packets_forwarded
         .load(std::sync::atomic::Ordering::Relaxed);
-
-    let mut datagrams = 0u64;
-    let mut tapped = 0u64;
-    world.stage_packets();
     for _ in 0..PACKETS {
         let (source, outgoing) = world.send_delta_frame(0, Duration::from_micros(200));
         let now = world.now;

@@ -185,7 +185,7 @@ pub enum Priority {
 }
 
 /// One layer as the allocator sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LayerInfo {
     /// What the layer costs (measured, or a nominal figure before it was seen).
     pub bitrate_bps: u64,
@@ -196,37 +196,62 @@ pub struct LayerInfo {
     pub available: bool,
 }
 
-/// One video track a subscriber receives.
-#[derive(Debug, Clone)]
-pub struct TrackDemand<'a> {
+/// One video track a subscriber receives. Plain data (no borrows), so the router keeps one
+/// vector of these and reuses it at every allocation without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackDemand {
     pub priority: Priority,
     /// The tile is on screen; a hidden tile gets nothing.
     pub visible: bool,
     /// Width the tile is drawn at in device pixels; `None` when the client has not said.
     pub rendered_width: Option<u32>,
-    /// The track's layers, lowest first.
-    pub layers: &'a [LayerInfo],
+    layer_storage: [LayerInfo; MAX_LAYERS],
+    layer_count: usize,
 }
 
-impl TrackDemand<'_> {
+impl TrackDemand {
+    /// `layers` lowest first; more than [`MAX_LAYERS`] are ignored.
+    pub fn new(
+        priority: Priority,
+        visible: bool,
+        rendered_width: Option<u32>,
+        layers: &[LayerInfo],
+    ) -> Self {
+        let mut layer_storage = [LayerInfo::default(); MAX_LAYERS];
+        let layer_count = layers.len().min(MAX_LAYERS);
+        layer_storage[..layer_count].copy_from_slice(&layers[..layer_count]);
+        TrackDemand {
+            priority,
+            visible,
+            rendered_width,
+            layer_storage,
+            layer_count,
+        }
+    }
+
+    /// The track's layers, lowest first.
+    pub fn layers(&self) -> &[LayerInfo] {
+        &self.layer_storage[..self.layer_count]
+    }
+
     /// The best layer worth sending: the smallest available one at least as wide as the
     /// tile (a bigger picture would be scaled down and wasted), or the top available one.
     pub fn max_useful_layer(&self) -> Option<Layer> {
         if !self.visible {
             return None;
         }
-        let top = self.layers.iter().rposition(|l| l.available)?;
+        let top = self.layers().iter().rposition(|l| l.available)?;
         let Some(rendered) = self.rendered_width else {
             return Some(top as Layer);
         };
-        let fits = self.layers.iter().position(|layer| {
+        let fits = self.layers().iter().position(|layer| {
             layer.available && layer.width != 0 && u32::from(layer.width) >= rendered
         });
         Some(fits.unwrap_or(top) as Layer)
     }
 
     fn lowest_layer(&self) -> Option<Layer> {
-        self.layers
+        self.layers()
             .iter()
             .position(|l| l.available)
             .map(|l| l as Layer)
@@ -234,7 +259,11 @@ impl TrackDemand<'_> {
 
     fn next_layer(&self, above: Layer) -> Option<Layer> {
         let start = above as usize + 1;
-        let next = self.layers.get(start..)?.iter().position(|l| l.available)?;
+        let next = self
+            .layers()
+            .get(start..)?
+            .iter()
+            .position(|l| l.available)?;
         Some((start + next) as Layer)
     }
 }
@@ -260,22 +289,20 @@ pub struct Allocation {
 /// 3. everyone else goes up one layer per round, in turn, so the rest is shared evenly.
 ///
 /// A track whose next layer does not fit stops there; a cheaper track later in the round
-/// may still rise.
+/// may still rise. Allocates nothing once `out` has grown to the number of tracks.
 pub fn allocate(
     budget_bps: u64,
-    demands: &[TrackDemand<'_>],
+    demands: &[TrackDemand],
     out: &mut Vec<Option<Layer>>,
 ) -> Allocation {
     out.clear();
     out.resize(demands.len(), None);
-    let mut order: Vec<usize> = (0..demands.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(demands[i].priority));
     let cost = |i: usize, layer: Option<Layer>| -> u64 {
-        layer.map_or(0, |l| demands[i].layers[l as usize].bitrate_bps)
+        layer.map_or(0, |l| demands[i].layers()[l as usize].bitrate_bps)
     };
     let mut used = 0u64;
     let mut desired = 0u64;
-    for &i in &order {
+    for i in 0..demands.len() {
         let Some(max) = demands[i].max_useful_layer() else {
             continue;
         };
@@ -301,18 +328,14 @@ pub fn allocate(
         out[i] = Some(next);
         true
     };
-    for &i in order
-        .iter()
-        .filter(|&&i| demands[i].priority > Priority::Normal)
-    {
-        while raise(i, &mut used, out) {}
+    for priority in [Priority::ScreenShare, Priority::DominantSpeaker] {
+        for i in (0..demands.len()).filter(|&i| demands[i].priority == priority) {
+            while raise(i, &mut used, out) {}
+        }
     }
     loop {
         let mut raised = false;
-        for &i in order
-            .iter()
-            .filter(|&&i| demands[i].priority == Priority::Normal)
-        {
+        for i in (0..demands.len()).filter(|&i| demands[i].priority == Priority::Normal) {
             raised |= raise(i, &mut used, out);
         }
         if !raised {
@@ -351,13 +374,8 @@ mod tests {
         },
     ];
 
-    fn demand(priority: Priority) -> TrackDemand<'static> {
-        TrackDemand {
-            priority,
-            visible: true,
-            rendered_width: None,
-            layers: &LADDER,
-        }
+    fn demand(priority: Priority) -> TrackDemand {
+        TrackDemand::new(priority, true, None, &LADDER)
     }
 
     #[test]
@@ -648,8 +666,7 @@ mod tests {
             },
             LADDER[2],
         ];
-        let mut demands = vec![demand(Priority::Normal)];
-        demands[0].layers = &ladder;
+        let mut demands = vec![TrackDemand::new(Priority::Normal, true, None, &ladder)];
         let mut out = Vec::new();
         allocate(10_000_000, &demands, &mut out);
         assert_eq!(out, vec![Some(2)], "0 → 2 directly");
@@ -668,11 +685,7 @@ mod tests {
                 ..LADDER[2]
             },
         ];
-        demands[0] = TrackDemand {
-            layers: &top_gone,
-            rendered_width: None,
-            ..demand(Priority::Normal)
-        };
+        demands[0] = TrackDemand::new(Priority::Normal, true, None, &top_gone);
         allocate(10_000_000, &demands, &mut out);
         assert_eq!(out, vec![Some(1)]);
     }
