@@ -176,7 +176,7 @@ impl ProducerLayer {
     /// dynacast can be resumed; one that sent nothing for [`LAYER_STALE_AFTER`] (or never,
     /// while the track's other layers have flowed that long) was stopped by the publisher
     /// itself. `track_started`: the track's first packet on any layer.
-    pub fn available(&self, now: Instant, track_started: Option<Instant>) -> bool {
+    fn available(&self, now: Instant, track_started: Option<Instant>) -> bool {
         let recent = |at: Option<Instant>| {
             at.is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE_AFTER)
         };
@@ -189,9 +189,15 @@ impl ProducerLayer {
         }
     }
 
-    /// The layer as the allocator sees it; `index` of `count` picks a nominal bitrate
-    /// (1.2 Mbit/s at the top, a third per step down) until one is measured.
-    pub fn info(&self, index: usize, count: usize) -> LayerInfo {
+    /// The layer as the allocator sees it at `now`; `index` of `count` picks a nominal
+    /// bitrate (1.2 Mbit/s at the top, a third per step down) until one is measured.
+    pub fn info(
+        &self,
+        index: usize,
+        count: usize,
+        now: Instant,
+        track_started: Option<Instant>,
+    ) -> LayerInfo {
         let nominal = 1_200_000 / 3u64.pow((count - 1 - index) as u32);
         LayerInfo {
             bitrate_bps: if self.bitrate_bps > 0 {
@@ -200,7 +206,7 @@ impl ProducerLayer {
                 nominal
             },
             width: self.width,
-            available: true,
+            available: self.available(now, track_started),
         }
     }
 }

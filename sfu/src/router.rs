@@ -452,8 +452,7 @@ impl Router {
             let count = producer.layers.len().min(simulcast::MAX_LAYERS);
             let mut layers = [LayerInfo::default(); simulcast::MAX_LAYERS];
             for (i, layer) in producer.layers.iter().take(count).enumerate() {
-                layers[i] = layer.info(i, count);
-                layers[i].available = layer.available(now, producer.first_packet);
+                layers[i] = layer.info(i, count, now, producer.first_packet);
             }
             let priority = if consumer.source == TrackSource::Screen {
                 Priority::ScreenShare
@@ -1396,18 +1395,15 @@ impl Router {
                 if out_id == picture_id && out_tl0 == descriptor.tl0_pic_idx() {
                     return None;
                 }
-                let mut patch =
-                    descriptor
-                        .patch()
-                        .picture_id(if picture_id < 0x80 && out_id >= 0x80 {
-                            out_id & 0x7f // a 7-bit field keeps 7 bits
-                        } else {
-                            out_id
-                        });
-                if let Some(tl0) = out_tl0 {
-                    patch = patch.tl0_pic_idx(tl0);
-                }
-                patch.build().ok()
+                let build = |id: u16| {
+                    let mut patch = descriptor.patch().picture_id(id);
+                    if let Some(tl0) = out_tl0 {
+                        patch = patch.tl0_pic_idx(tl0);
+                    }
+                    patch.build().ok()
+                };
+                // A 7-bit PictureID field keeps the low 7 bits (still continuous modulo 128).
+                build(out_id).or_else(|| build(out_id & 0x7f))
             });
             let mut api = rtc.direct_api();
             let Some(stream) = engine!(api.stream_tx(&ssrc)) else {
