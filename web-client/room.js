@@ -163,17 +163,34 @@ const session = {
 };
 
 /**
- * Simulcast for the camera (issue: "many-party rooms that stay smooth"): three encodings,
- * lowest first, so the server can send each viewer the one that fits its bandwidth and tile.
- * Browsers send fewer for small cameras (Chromium: two below 960×540). `?simulcast=0` sends
- * one encoding.
+ * Simulcast for the camera (issue: "many-party rooms that stay smooth"): up to three
+ * encodings, lowest first, so the server can send each viewer the one that fits its
+ * bandwidth and tile. The top one is always the camera's full size.
  */
-const SIMULCAST_ENCODINGS = [
+const SIMULCAST_LADDER = [
   { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
-const simulcastEnabled = new URLSearchParams(location.search).get('simulcast') !== '0';
+/** `?simulcast=0`: one encoding; `?simulcast=3`: three whatever the camera's size. */
+const simulcastParam = new URLSearchParams(location.search).get('simulcast');
+
+/**
+ * The encodings to publish `track` with (`undefined`: one plain encoding). Chromium sends at
+ * most three layers from 960×540 up, two from 480×270 and one below, and it drops the *top*
+ * encodings it will not send; asking for only as many as it sends keeps the full-size layer
+ * (a 640×480 camera: 320×240 and 640×480).
+ * @param {MediaStreamTrack} track
+ * @returns {RTCRtpEncodingParameters[] | undefined}
+ */
+function cameraEncodings(track) {
+  if (track.kind !== 'video' || simulcastParam === '0') return undefined;
+  const { width = 0, height = 0 } = track.getSettings();
+  const pixels = width * height;
+  const count = simulcastParam === '3' || pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  if (count === 1) return undefined;
+  return SIMULCAST_LADDER.slice(-count).map((encoding) => ({ ...encoding }));
+}
 
 /** @type {any} */ (window).roomcast = Object.freeze({
   get pc() { return session.pc; },
@@ -689,7 +706,8 @@ async function onJoined(message) {
   for (const track of tracks) {
     /** @type {RTCRtpTransceiverInit} */
     const init = { direction: 'sendonly', streams: [stream] };
-    if (track.kind === 'video' && simulcastEnabled) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+    const encodings = cameraEncodings(track);
+    if (encodings) init.sendEncodings = encodings;
     pc.addTransceiver(track, init);
   }
   // A screen share that survived a rejoin is published again.

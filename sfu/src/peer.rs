@@ -25,7 +25,9 @@ use crate::api::{
     TrackSource,
 };
 use crate::core::rewrite::RtpRewriter;
-use crate::core::simulcast::{Layer, LayerInfo, LayerSwitcher, MAX_LAYERS, Vp8PictureIds};
+use crate::core::simulcast::{
+    Layer, LayerForwarder, LayerInfo, LayerSwitcher, MAX_LAYERS, Vp8PictureIds,
+};
 use crate::core::throttle::KeyframeRequestThrottle;
 
 /// A layer silent this long, and not paused by dynacast, counts as stopped by its publisher.
@@ -90,6 +92,9 @@ pub(crate) struct Producer {
     pub source: TrackSource,
     /// Muted by its owner or an admin: nothing is forwarded until it is unmuted.
     pub muted: Option<MutedBy>,
+    /// Video on the stage: the best layer that flows, as one stream for the stage tap.
+    /// Created at the first packet on stage, dropped when the peer leaves the stage.
+    pub stage: Option<LayerForwarder>,
 }
 
 impl Producer {
@@ -120,6 +125,7 @@ impl Producer {
             first_packet: None,
             ingest: None,
             muted: None,
+            stage: None,
         }
     }
 
@@ -176,7 +182,7 @@ impl ProducerLayer {
     /// dynacast can be resumed; one that sent nothing for [`LAYER_STALE_AFTER`] (or never,
     /// while the track's other layers have flowed that long) was stopped by the publisher
     /// itself. `track_started`: the track's first packet on any layer.
-    fn available(&self, now: Instant, track_started: Option<Instant>) -> bool {
+    pub fn available(&self, now: Instant, track_started: Option<Instant>) -> bool {
         let recent = |at: Option<Instant>| {
             at.is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE_AFTER)
         };

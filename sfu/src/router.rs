@@ -45,7 +45,9 @@ use crate::api::{
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe, vp8_keyframe_size};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite};
-use crate::core::simulcast::{self, Layer, LayerDecision, LayerInfo, Priority, TrackDemand};
+use crate::core::simulcast::{
+    self, Forwarded, Layer, LayerDecision, LayerForwarder, LayerInfo, Priority, TrackDemand,
+};
 use crate::core::speaker::{self, SpeakerDetector};
 use crate::metrics::WorkerMetrics;
 use crate::peer::{
@@ -397,6 +399,15 @@ impl Router {
                     };
                 }
             }
+            // The stage's layer stopped (the publisher's own estimate dropped it, or it
+            // restarted): any layer's keyframe restarts the stage's picture.
+            let started = producer.first_packet;
+            if let Some(stage) = producer.stage.as_mut()
+                && let Some(current) = stage.switcher.current()
+                && !producer.layers[current as usize].available(now, started)
+            {
+                stage.switcher.current_stopped();
+            }
         }
         for index in 0..self.peers.len() {
             if self.peers[index]
@@ -532,7 +543,8 @@ impl Router {
                     continue;
                 }
                 let mut wanted = [false; simulcast::MAX_LAYERS];
-                // The stage's best layer is packaged for HLS, which takes H.264 only.
+                // The stage's layers are packaged for HLS, which takes H.264 only: the best
+                // layer, and the one the stage shows until the best one's keyframe.
                 if publisher.on_stage
                     && producer
                         .codecs
@@ -540,6 +552,11 @@ impl Router {
                         .any(|c| c.spec().codec == Codec::H264)
                 {
                     wanted[producer.top_layer() as usize] = true;
+                    if let Some(current) =
+                        producer.stage.as_ref().and_then(|s| s.switcher.current())
+                    {
+                        wanted[(current as usize).min(simulcast::MAX_LAYERS - 1)] = true;
+                    }
                 }
                 for consumer_ref in &producer.consumers {
                     let Some(consumer) = self.peers[consumer_ref.peer]
@@ -818,7 +835,7 @@ impl Router {
                     })
                     .unwrap_or_default();
                 for track in video {
-                    self.request_keyframe(now, index, track, KeyframeLayer::Top, out);
+                    self.request_keyframe(now, index, track, KeyframeLayer::Stage, out);
                 }
             }
             Command::Shutdown => {
@@ -1228,26 +1245,6 @@ impl Router {
             // RFC 6464 levels are 0..=127 (−dBov); str0m hands them over negated.
             detector.observe(publisher.id, level.unsigned_abs(), now);
         }
-        if publisher.on_stage
-            && !producer.is_muted()
-            && layer == top_layer
-            && let Some(tap) = &self.config.stage_tap
-        {
-            tap.packet(StageRtp {
-                participant: publisher.id,
-                kind,
-                codec: match params.spec().codec {
-                    Codec::H264 => StageCodec::H264,
-                    Codec::Opus => StageCodec::Opus,
-                    _ => StageCodec::Other,
-                },
-                seq: *packet.seq_no as u16,
-                rtp_timestamp: packet.header.timestamp,
-                marker: packet.header.marker,
-                arrival: packet.timestamp,
-                payload: packet.payload.clone(),
-            });
-        }
         let codec = VideoCodec::from_str0m(params.spec().codec);
         let vp8 = (codec == VideoCodec::Vp8)
             .then(|| Vp8Descriptor::parse(&packet.payload).ok())
@@ -1269,6 +1266,7 @@ impl Router {
                 keyframe || !codec.keyframes_detectable()
             }
         };
+        let mut stage_wants_keyframe = false;
         let incoming = IncomingPacket {
             ssrc: *packet.header.ssrc,
             seq: *packet.seq_no,
@@ -1276,6 +1274,40 @@ impl Router {
             starts_keyframe: starts,
             arrival: packet.timestamp,
         };
+        if publisher.on_stage
+            && !producer.is_muted()
+            && let Some(tap) = &self.config.stage_tap
+        {
+            // Audio goes as it came; video as the best layer that flows, one continuous
+            // stream across layer switches and publisher restarts.
+            let numbers = match kind {
+                MediaKind::Audio => Forwarded::Send {
+                    seq: incoming.seq,
+                    timestamp: incoming.timestamp,
+                },
+                MediaKind::Video => producer
+                    .stage
+                    .get_or_insert_with(|| LayerForwarder::video(top_layer))
+                    .forward(layer, incoming),
+            };
+            match numbers {
+                Forwarded::Send { seq, timestamp } => tap.packet(StageRtp {
+                    participant: publisher.id,
+                    kind,
+                    codec: match params.spec().codec {
+                        Codec::H264 => StageCodec::H264,
+                        Codec::Opus => StageCodec::Opus,
+                        _ => StageCodec::Other,
+                    },
+                    seq: seq as u16,
+                    rtp_timestamp: timestamp,
+                    marker: packet.header.marker,
+                    arrival: packet.timestamp,
+                    payload: packet.payload.clone(),
+                }),
+                Forwarded::Drop { wants_keyframe } => stage_wants_keyframe = wants_keyframe,
+            }
+        }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
             voice_activity: packet.header.ext_vals.voice_activity,
@@ -1290,7 +1322,11 @@ impl Router {
             payload: &packet.payload,
             ext_vals,
         };
+        let track = producer.track;
         self.fan_out(now, source, producer_index, &params, outgoing, out);
+        if stage_wants_keyframe {
+            self.request_keyframe(now, source, track, KeyframeLayer::Layer(layer), out);
+        }
     }
 
     /// Write one packet of producer `producer_index` of peer `source` to every subscriber.
@@ -1494,7 +1530,14 @@ impl Router {
         let top = producer.top_layer();
         let layers = match layer {
             KeyframeLayer::Layer(layer) => layer..=layer,
-            KeyframeLayer::Top => top..=top,
+            // HLS cuts segments at the layer it packages; before it has one, any layer's
+            // keyframe starts it. (Moving up asks for its own keyframes, see `forward`.)
+            KeyframeLayer::Stage => {
+                match producer.stage.as_ref().and_then(|s| s.switcher.current()) {
+                    Some(current) => current.min(top)..=current.min(top),
+                    None => 0..=top,
+                }
+            }
             KeyframeLayer::All => 0..=top,
             KeyframeLayer::For(..) => {
                 let (wanted, current) = for_consumer.unwrap_or((None, None));
@@ -1790,9 +1833,11 @@ impl Router {
             && let Some(peer) = self.peers[old].as_mut()
         {
             peer.on_stage = false;
+            peer.producers.iter_mut().for_each(|p| p.stage = None);
         }
         let source = new.and_then(|i| self.peers[i].as_mut()).map(|peer| {
             peer.on_stage = peer.rtc.is_some();
+            peer.producers.iter_mut().for_each(|p| p.stage = None);
             peer.span.in_scope(|| info!("on stage"));
             StageSource {
                 participant: peer.id,
@@ -2375,8 +2420,8 @@ struct OutgoingPacket<'a> {
 #[derive(Debug, Clone, Copy)]
 enum KeyframeLayer {
     Layer(Layer),
-    /// The best layer (what the stage and HLS package).
-    Top,
+    /// The layer the stage (HLS) packages or waits for.
+    Stage,
     /// Every layer that flows (after an unmute, subscribers may be on any of them).
     All,
     /// The layer consumer slot `.1` of subscriber `.0` waits for or receives.

@@ -249,12 +249,14 @@ const pageLabels = new WeakMap();
  * devices) and returns the page once the document has loaded; joining continues in the page.
  * `contextOptions` go to browser.newContext (e.g. a larger `viewport` for screenshots).
  * `initScripts` run in the page before any of its own scripts (see `mediaTimelineInitScript`).
+ * `query` adds URL parameters (e.g. `{ simulcast: '3' }`).
  */
-export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {} } = {}) {
+export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {}, query = {} } = {}) {
   const page = await newLoggedPage(browser, name, { initScripts, contextOptions });
   const target = new URL('/', url);
   target.searchParams.set('room', room);
   target.searchParams.set('name', name);
+  for (const [key, value] of Object.entries(query)) target.searchParams.set(key, value);
   await page.goto(target.href);
   return page;
 }

@@ -41,6 +41,8 @@
 //! (exclusive) and the target (inclusive); a subscriber whose target is `None` (hidden tile,
 //! no bandwidth) receives nothing of the track.
 
+use super::rewrite::{DropReason, IncomingPacket, Rewrite, RtpRewriter};
+
 /// Spatial layer index: 0 is the lowest resolution.
 pub type Layer = u8;
 
@@ -128,6 +130,64 @@ impl LayerSwitcher {
             None => layer <= target,
             Some(current) if current < target => layer > current && layer <= target,
             Some(current) => layer < current && layer >= target,
+        }
+    }
+}
+
+/// One simulcast track forwarded as one continuous stream to a single sink that always
+/// wants the best layer that flows: the stage, which HLS packages.
+///
+/// It is a [`LayerSwitcher`] followed by an [`RtpRewriter`]: it starts on the first
+/// keyframe of any layer, climbs to the target layer at that layer's keyframe, and the sink
+/// sees one SSRC-free sequence of numbers and timestamps with no jump back. (Consumers keep
+/// the two apart: their rewriter outlives a consumer on a host slot.)
+#[derive(Debug)]
+pub struct LayerForwarder {
+    pub switcher: LayerSwitcher,
+    rewriter: RtpRewriter,
+}
+
+/// What [`LayerForwarder::forward`] decided for one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Send with these numbers.
+    Send { seq: u64, timestamp: u32 },
+    /// Not for the sink. `wants_keyframe`: the packet is of the layer the sink waits for,
+    /// so that layer should be asked for a keyframe.
+    Drop { wants_keyframe: bool },
+}
+
+impl LayerForwarder {
+    /// A video forwarder aiming at `target`, starting on the first keyframe of any layer up
+    /// to it.
+    pub fn video(target: Layer) -> Self {
+        LayerForwarder {
+            switcher: LayerSwitcher::starting_at(target),
+            rewriter: RtpRewriter::new(90_000, true),
+        }
+    }
+
+    pub fn forward(&mut self, layer: Layer, packet: IncomingPacket) -> Forwarded {
+        match self.switcher.on_packet(layer, packet.starts_keyframe) {
+            LayerDecision::Forward | LayerDecision::Switched { .. } => {}
+            LayerDecision::Drop => {
+                // Before any picture a keyframe of any layer up to the target starts one;
+                // after, only the target's is worth asking for.
+                let wants_keyframe = match (self.switcher.current(), self.switcher.target()) {
+                    (None, Some(target)) => layer <= target,
+                    _ => self.switcher.wants_keyframe() == Some(layer),
+                };
+                return Forwarded::Drop { wants_keyframe };
+            }
+        }
+        match self.rewriter.rewrite(packet) {
+            Rewrite::Forward { seq, timestamp } => Forwarded::Send { seq, timestamp },
+            Rewrite::Drop(DropReason::WaitingForKeyframe) => Forwarded::Drop {
+                wants_keyframe: true,
+            },
+            Rewrite::Drop(DropReason::BeforeStart) => Forwarded::Drop {
+                wants_keyframe: false,
+            },
         }
     }
 }
@@ -353,7 +413,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::core::rewrite::{IncomingPacket, Rewrite, RtpRewriter};
 
     /// Three layers at 160, 320 and 640 pixels wide.
     const LADDER: [LayerInfo; 3] = [
@@ -506,28 +565,22 @@ mod tests {
 
     /// What one subscriber receives: the switcher, then the rewriter.
     struct Subscriber {
-        switcher: LayerSwitcher,
-        rewriter: RtpRewriter,
+        forwarder: LayerForwarder,
         sent: Vec<(u64, u32)>,
     }
 
     impl Subscriber {
-        fn receive(&mut self, layer: usize, packet: IncomingPacket) {
-            if self
-                .switcher
-                .on_packet(layer as Layer, packet.starts_keyframe)
-                == LayerDecision::Drop
-            {
-                return;
-            }
-            if let Rewrite::Forward { seq, timestamp } = self.rewriter.rewrite(packet) {
+        fn receive(&mut self, layer: usize, packet: IncomingPacket) -> Forwarded {
+            let forwarded = self.forwarder.forward(layer as Layer, packet);
+            if let Forwarded::Send { seq, timestamp } = forwarded {
                 self.sent.push((seq, timestamp));
             }
+            forwarded
         }
 
         fn frame(&mut self, publisher: &Publisher, layer: usize, frame: u64, keyframe: bool) {
             for part in 0..2 {
-                self.receive(layer, publisher.packet(layer, frame, part, keyframe));
+                let _ = self.receive(layer, publisher.packet(layer, frame, part, keyframe));
             }
         }
     }
@@ -544,15 +597,13 @@ mod tests {
             start: Instant::now(),
         };
         let mut subscriber = Subscriber {
-            switcher: LayerSwitcher::default(),
-            rewriter: RtpRewriter::new(90_000, true),
+            forwarder: LayerForwarder::video(0),
             sent: Vec::new(),
         };
-        subscriber.switcher.set_target(Some(0));
         for frame in 0..10 {
             subscriber.frame(&publisher, 0, frame, frame == 0); // out 1..=20
         }
-        subscriber.switcher.set_target(Some(2));
+        subscriber.forwarder.switcher.set_target(Some(2));
         for frame in 10..20 {
             subscriber.frame(&publisher, 0, frame, false); // out 21..=32, then dropped
             subscriber.frame(&publisher, 2, frame, frame == 15); // switch at 33
@@ -562,11 +613,11 @@ mod tests {
         for frame in 20..25 {
             for part in 0..2 {
                 if (frame, part) != (22, 1) {
-                    subscriber.receive(2, publisher.packet(2, frame, part, frame == 20));
+                    let _ = subscriber.receive(2, publisher.packet(2, frame, part, frame == 20));
                 }
             }
         }
-        subscriber.switcher.set_target(Some(1));
+        subscriber.forwarder.switcher.set_target(Some(1));
         for frame in 25..35 {
             subscriber.frame(&publisher, 2, frame, false);
             subscriber.frame(&publisher, 1, frame, frame == 30);
@@ -578,6 +629,53 @@ mod tests {
             "the only hole is the packet really lost (seq 48)"
         );
         for pair in subscriber.sent.windows(2) {
+            let advance = pair[1].1.wrapping_sub(pair[0].1);
+            assert!(advance < 90_000, "timestamp went back or jumped: {pair:?}");
+        }
+    }
+
+    /// The stage: it takes the first layer that flows and climbs to the best one at that
+    /// layer's keyframe, asking for it meanwhile (a publisher's top layer often starts late,
+    /// when its send estimate has grown).
+    #[test]
+    fn a_stage_forwarder_starts_on_any_layer_and_climbs_to_the_target() {
+        let publisher = Publisher {
+            ssrcs: [111, 222, 333],
+            seq_bases: [1_000, 50_000, 9_000],
+            ts_bases: [5_000, 4_000_000_000, 77],
+            start: Instant::now(),
+        };
+        let mut stage = Subscriber {
+            forwarder: LayerForwarder::video(2),
+            sent: Vec::new(),
+        };
+        let wants = Forwarded::Drop {
+            wants_keyframe: true,
+        };
+        let ignores = Forwarded::Drop {
+            wants_keyframe: false,
+        };
+        assert_eq!(stage.receive(0, publisher.packet(0, 0, 1, false)), wants);
+        assert!(matches!(
+            stage.receive(0, publisher.packet(0, 1, 0, true)),
+            Forwarded::Send { seq: 1, .. }
+        ));
+        assert_eq!(stage.receive(2, publisher.packet(2, 1, 0, false)), wants);
+        assert!(matches!(
+            stage.receive(1, publisher.packet(1, 2, 0, true)),
+            Forwarded::Send { seq: 2, .. }
+        ));
+        assert_eq!(stage.receive(0, publisher.packet(0, 2, 0, false)), ignores);
+        assert!(matches!(
+            stage.receive(2, publisher.packet(2, 3, 0, true)),
+            Forwarded::Send { seq: 3, .. }
+        ));
+        assert!(matches!(
+            stage.receive(2, publisher.packet(2, 3, 1, true)),
+            Forwarded::Send { seq: 4, .. }
+        ));
+        assert_eq!(stage.receive(1, publisher.packet(1, 3, 0, true)), ignores);
+        for pair in stage.sent.windows(2) {
             let advance = pair[1].1.wrapping_sub(pair[0].1);
             assert!(advance < 90_000, "timestamp went back or jumped: {pair:?}");
         }
