@@ -24,6 +24,7 @@ use crate::api::{
     LeaveReason, MediaKind, MutedBy, ParticipantId, SessionEvent, Subscription, TrackId,
     TrackSource,
 };
+use crate::core::probing::DeficitProbing;
 use crate::core::rewrite::RtpRewriter;
 use crate::core::simulcast::{
     Layer, LayerForwarder, LayerInfo, LayerSwitcher, MAX_LAYERS, Vp8PictureIds,
@@ -70,6 +71,8 @@ pub(crate) struct Peer {
     pub estimate_bps: Option<u64>,
     /// The (minimum, desired) bitrates last given to the estimator.
     pub bwe_wanted: Option<(u64, u64)>,
+    /// Probes for bandwidth this peer is short of (see [`DeficitProbing`]).
+    pub probing: DeficitProbing,
 }
 
 pub(crate) struct Producer {
@@ -316,6 +319,7 @@ impl Peer {
             declared_sources: Vec::new(),
             estimate_bps: None,
             bwe_wanted: None,
+            probing: DeficitProbing::default(),
         }
     }
 

@@ -511,17 +511,29 @@ impl Router {
             }
         }
         self.scratch = scratch;
+        let used = allocation.used_bps + audio_bps;
+        let desired = (allocation.desired_bps + audio_bps).max(used);
         let wanted = (
-            allocation.used_bps + audio_bps,
-            allocation.desired_bps + audio_bps,
+            used,
+            peer.probing
+                .desired_for_estimator(now, used, desired, peer.estimate_bps),
         );
         if peer.bwe_wanted != Some(wanted)
             && let Some(rtc) = peer.rtc.as_mut()
         {
             peer.bwe_wanted = Some(wanted);
+            if wanted.1 < desired {
+                let estimate = peer.estimate_bps;
+                peer.span.in_scope(|| {
+                    debug!(
+                        ?estimate,
+                        used, desired, "short of bandwidth: the next tick probes for more"
+                    )
+                });
+            }
             engine!(
                 rtc.bwe()
-                    .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1.max(wanted.0)))
+                    .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1))
             );
             drain(now, index, peer, &mut self.queues, &mut self.timers, out);
         }

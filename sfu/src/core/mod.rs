@@ -3,6 +3,7 @@
 //! beside its code.
 
 pub mod keyframe;
+pub mod probing;
 pub mod rewrite;
 pub mod simulcast;
 pub mod speaker;
