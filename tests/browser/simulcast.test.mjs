@@ -45,7 +45,7 @@ const room = `simulcast-${process.pid}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * The issue: back to full resolution "within ~10 s" of the bandwidth limit being lifted.
- * Measured 5.7–10.1 s (five runs) on a 2-core VM running five Chromium pages; the bound leaves
+ * Measured 5.4–10.1 s (five runs) on a 2-core VM running five Chromium pages; the bound leaves
  * room for a slower machine, and the time is logged.
  */
 const RECOVERY_BOUND_MS = 15_000;
