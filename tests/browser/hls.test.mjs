@@ -294,10 +294,7 @@ step('the server starts with HLS and serves the vendored hls.js at /hls.min.js',
     throw new Error(`${FFMPEG} does not run (${probe.error?.message ?? probe.stderr}): ` +
       'install it (apt-get install --no-install-recommends ffmpeg) or set FFMPEG');
   }
-  server = await startServer({
-    broadcastEndGraceMs: END_GRACE_MS,
-    env: process.env.ROOMCAST_TEST_LOG ? { RUST_LOG: process.env.ROOMCAST_TEST_LOG } : {},
-  });
+  server = await startServer({ broadcastEndGraceMs: END_GRACE_MS });
   browser = await launchBrowser();
   const response = await fetch(new URL('/hls.min.js', server.url));
   assert.equal(response.status, 200, 'GET /hls.min.js');

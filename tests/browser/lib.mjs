@@ -87,7 +87,8 @@ function describe(value) {
  * Starts `roomcast serve` on an ephemeral HTTP port, an ephemeral RTC port and an ephemeral RTMP
  * port (the server's default RTMP port, 1935, would keep two servers from running at once) and
  * waits until it logs `HTTP listening on <url>` (with TLS flags: `HTTPS listening on <url>`).
- * Returns { url, rtmpUrl, logs(), stop(), process }.
+ * Returns { url, rtmpUrl, logs(), stop(), process }. The server logs at RUST_LOG=info, or at
+ * what ROOMCAST_TEST_LOG says (e.g. `info,roomcast_sfu::router=debug`); `env` overrides both.
  *
  * `extraArgs` are added to `args`; a `--flag value` pair there replaces the same flag in `args`.
  * When the arguments include `--rtmp`, it also waits for `RTMP listening on rtmp://<addr>` and
@@ -133,7 +134,7 @@ export async function startServer({
   const lines = [];
   const child = spawn(bin, args, {
     cwd: REPO_ROOT,
-    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1', ...env },
+    env: { ...process.env, RUST_LOG: process.env.ROOMCAST_TEST_LOG ?? 'info', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let exit = null;

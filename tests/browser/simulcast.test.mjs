@@ -180,7 +180,6 @@ before(async () => {
   setUpNetwork();
   server = await startServer({
     extraArgs: ['--http', '0.0.0.0:0', '--rtc-bind', HOST_ADDR, '--public-ip', HOST_ADDR],
-    env: process.env.ROOMCAST_TEST_LOG ? { RUST_LOG: process.env.ROOMCAST_TEST_LOG } : {},
   });
   localUrl = `http://127.0.0.1:${new URL(server.url).port}`;
   viewerUrl = `http://${HOST_ADDR}:${new URL(server.url).port}`;

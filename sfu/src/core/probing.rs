@@ -169,31 +169,16 @@ mod tests {
     fn the_first_probe_waits_a_second_after_the_deficit_starts_and_resets_with_it() {
         let mut probing = DeficitProbing::default();
         let start = Instant::now();
-        let at = |tick: u32| start + TICK * tick;
-        assert_eq!(
-            probing.desired_for_estimator(at(0), 500_000, 2_500_000, Some(600_000)),
-            2_500_000
-        );
-        assert_eq!(
-            probing.desired_for_estimator(at(1), 500_000, 2_500_000, Some(600_000)),
-            2_500_000
-        );
-        assert_eq!(
-            probing.desired_for_estimator(at(2), 500_000, 2_500_000, Some(600_000)),
-            500_000
-        );
+        // (tick, used, estimate) → what the estimator is told; 2.5 Mbit/s is always desired.
+        let mut tell = |tick: u32, used: u64, estimate: u64| {
+            probing.desired_for_estimator(start + TICK * tick, used, 2_500_000, Some(estimate))
+        };
+        assert_eq!(tell(0, 500_000, 600_000), 2_500_000);
+        assert_eq!(tell(1, 500_000, 600_000), 2_500_000);
+        assert_eq!(tell(2, 500_000, 600_000), 500_000, "the dip, a second in");
         // Not deficient any more: back to the start.
-        assert_eq!(
-            probing.desired_for_estimator(at(3), 2_500_000, 2_500_000, Some(3_000_000)),
-            2_500_000
-        );
-        assert_eq!(
-            probing.desired_for_estimator(at(4), 500_000, 2_500_000, Some(600_000)),
-            2_500_000
-        );
-        assert_eq!(
-            probing.desired_for_estimator(at(6), 500_000, 2_500_000, Some(600_000)),
-            500_000
-        );
+        assert_eq!(tell(3, 2_500_000, 3_000_000), 2_500_000);
+        assert_eq!(tell(4, 500_000, 600_000), 2_500_000);
+        assert_eq!(tell(6, 500_000, 600_000), 500_000);
     }
 }
