@@ -122,8 +122,10 @@ const session = {
   participants: new Map(),
   /** Participants that left: late media for them must not bring their tile back. */
   departed: new Set(),
-  /** mid -> {mid, participant_id, track_id, kind, source}, from the server's latest offer. */
+  /** mid -> {mid, participant_id, track_id, kind, source}, from the server's latest offer or answer. */
   mids: new Map(),
+  /** Receive transceivers for the tracks `joined` listed, declared in our first offer. */
+  receiveOnJoin: [],
   localStream: null,
   mediaPromise: null,
   mediaSettled: false,
@@ -714,12 +716,34 @@ async function onJoined(message) {
   if (session.screen) {
     session.screen.transceiver = pc.addTransceiver(session.screen.track, { direction: 'sendonly', streams: [session.screen.stream] });
   }
-  // Without local media the offer still needs something to negotiate ICE and DTLS with.
-  if (tracks.length === 0 && !session.screen) pc.createDataChannel('roomcast');
+  session.receiveOnJoin = receiveExistingTracks(pc, message.participants ?? []);
+  // Without any media the offer still needs something to negotiate ICE and DTLS with.
+  if (tracks.length === 0 && !session.screen && session.receiveOnJoin.length === 0) pc.createDataChannel('roomcast');
   startQualityPolling();
 
   renderStatus();
   await negotiate();
+}
+
+/**
+ * One receive transceiver per track already in the room, for the first offer: the server binds
+ * them (offer `receive`, docs/protocol.md) and the answer maps them, so a late joiner's video
+ * starts on its first negotiation instead of after a second, server-offered one. (The answer
+ * gives each participant's audio and video one stream id, as server offers do: lip sync.)
+ * @param {RTCPeerConnection} pc
+ * @param {{id: number, tracks?: {id: number, kind: string}[]}[]} participants
+ * @returns {{transceiver: RTCRtpTransceiver, trackId: number}[]}
+ */
+function receiveExistingTracks(pc, participants) {
+  const slots = [];
+  for (const participant of participants) {
+    if (participant.id === session.participantId || !participant.tracks?.length) continue;
+    for (const track of participant.tracks) {
+      const transceiver = pc.addTransceiver(track.kind, { direction: 'recvonly' });
+      slots.push({ transceiver, trackId: track.id });
+    }
+  }
+  return slots;
 }
 
 /** Offers our local changes. Runs on the chain; only when nothing else is being negotiated. */
@@ -731,10 +755,34 @@ async function negotiate() {
   await pc.setLocalDescription(offer);
   session.timings.offer_sent ??= performance.now();
   const screenMid = session.screen?.transceiver?.mid;
-  send({ type: 'offer', sdp: pc.localDescription.sdp, ...(screenMid ? { sources: { [screenMid]: 'screen' } } : {}) });
+  const receive = Object.fromEntries(session.receiveOnJoin
+    .filter(({ transceiver }) => transceiver.mid != null)
+    .map(({ transceiver, trackId }) => [transceiver.mid, trackId]));
+  session.receiveOnJoin = [];
+  send({
+    type: 'offer',
+    sdp: pc.localDescription.sdp,
+    ...(screenMid ? { sources: { [screenMid]: 'screen' } } : {}),
+    ...(Object.keys(receive).length ? { receive } : {}),
+  });
 }
 
-async function onAnswer({ sdp }) {
+/**
+ * The server's map of the m-lines it sends on (in its offers and answers): placed before the
+ * description is applied, since `track` events and reconcileMedia() read it.
+ * @param {{mid: string, participant_id: number, track_id: number, kind: string, source?: string}[]} tracks
+ */
+function applyTrackMap(tracks) {
+  session.mids = new Map(tracks.map((track) => [String(track.mid), track]));
+  for (const track of tracks) {
+    const participant = session.participants.get(track.participant_id);
+    if (participant && !participant.tracks.has(track.track_id)) {
+      participant.tracks.set(track.track_id, { kind: track.kind, source: track.source ?? defaultSource(track.kind), muted: false });
+    }
+  }
+}
+
+async function onAnswer({ sdp, tracks }) {
   const pc = session.pc;
   if (!pc) return;
   if (pc.signalingState !== 'have-local-offer') {
@@ -742,6 +790,7 @@ async function onAnswer({ sdp }) {
     console.warn(`roomcast: ignoring an answer in signaling state ${pc.signalingState}`);
     return;
   }
+  if (tracks) applyTrackMap(tracks);
   await pc.setRemoteDescription({ type: 'answer', sdp });
   await flushCandidates();
   reconcileMedia();
@@ -753,15 +802,7 @@ async function onServerOffer({ sdp, tracks }) {
     console.warn('roomcast: server offer before the peer connection exists; ignored');
     return;
   }
-  // The map must be in place before the offer is applied: `track` events and reconcileMedia()
-  // read it.
-  session.mids = new Map((tracks ?? []).map((track) => [String(track.mid), track]));
-  for (const track of tracks ?? []) {
-    const participant = session.participants.get(track.participant_id);
-    if (participant && !participant.tracks.has(track.track_id)) {
-      participant.tracks.set(track.track_id, { kind: track.kind, source: track.source ?? defaultSource(track.kind), muted: false });
-    }
-  }
+  applyTrackMap(tracks ?? []);
 
   if (pc.signalingState !== 'stable') {
     // Polite peer: the server's offer wins; ours is re-sent from `negotiationneeded`.
@@ -1131,21 +1172,28 @@ function scheduleTrackSettings() {
   trackSettingsTimer = window.setTimeout(sendTrackSettings, 150);
 }
 
+/**
+ * Reports every remote video track's tile, from the moment we joined: before media connects,
+ * so the server picks each first layer by the tile it fills (a small one starts at once, on a
+ * small keyframe) rather than by bandwidth alone. A track whose tile does not exist yet (a
+ * screen share before its media) is reported when the tile appears.
+ */
 function sendTrackSettings() {
-  if (!session.ws || session.state !== 'connected') return;
+  if (session.ws?.readyState !== WebSocket.OPEN || session.participantId == null || !isActive()) return;
   for (const participant of session.participants.values()) {
-    for (const entry of participant.media.values()) {
-      if (entry.kind !== 'video' || entry.track.readyState !== 'live') continue;
-      const element = (entry.source === 'screen' ? participant.screenTile : participant.tile)?.root;
-      const rect = element?.getBoundingClientRect();
-      const visible = Boolean(element?.isConnected && rect && rect.width > 0 && rect.height > 0
+    for (const [trackId, track] of participant.tracks) {
+      if (track.kind !== 'video') continue;
+      const element = (track.source === 'screen' ? participant.screenTile : participant.tile)?.root;
+      if (!element) continue;
+      const rect = element.getBoundingClientRect();
+      const visible = Boolean(element.isConnected && rect.width > 0 && rect.height > 0
         && tilesInView.get(element) !== false && document.visibilityState !== 'hidden');
-      const width = visible && rect ? Math.round(rect.width * window.devicePixelRatio) : 0;
+      const width = visible ? Math.round(rect.width * window.devicePixelRatio) : 0;
       // A change of less than 10% is not worth a message (a window being resized).
-      const last = session.sentTrackSettings.get(entry.trackId);
+      const last = session.sentTrackSettings.get(trackId);
       if (last && last.visible === visible && Math.abs(last.width - width) <= width * 0.1) continue;
-      session.sentTrackSettings.set(entry.trackId, { visible, width });
-      send({ type: 'track_settings', track_id: entry.trackId, visible, ...(visible ? { width } : {}) });
+      session.sentTrackSettings.set(trackId, { visible, width });
+      send({ type: 'track_settings', track_id: trackId, visible, ...(visible ? { width } : {}) });
     }
   }
 }

@@ -436,6 +436,7 @@ impl Session {
             &ClientMessage::Offer {
                 sdp: offer.to_sdp_string(),
                 sources: Default::default(),
+                receive: Default::default(),
             },
         )
         .await?;
@@ -502,7 +503,7 @@ impl Session {
         message: ServerMessage,
     ) -> Result<(), ClientError> {
         match message {
-            ServerMessage::Answer { sdp } => {
+            ServerMessage::Answer { sdp, .. } => {
                 let answer = SdpAnswer::from_sdp_string(&sdp)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let pending = self

@@ -48,7 +48,7 @@ fn join_one_participant(router: &mut Router) {
     change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, _pending) = change.apply().unwrap();
     let (reply, _) = tokio::sync::oneshot::channel();
-    router.handle_command(now, Command::Offer { participant, sdp: offer.to_sdp_string(), sources: Vec::new(), reply }, &mut Discard);
+    router.handle_command(now, Command::Offer { participant, sdp: offer.to_sdp_string(), sources: Vec::new(), receive: Vec::new(), reply }, &mut Discard);
 }
 
 fuzz_target!(|data: &[u8]| {

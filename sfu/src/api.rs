@@ -147,6 +147,15 @@ pub struct OfferedTrack {
     pub source: TrackSource,
 }
 
+/// The server's answer to a client offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferAnswer {
+    pub sdp: String,
+    /// Every m-line the server sends on after this answer and the track it carries (as in
+    /// [`SessionEvent::Offer`]); includes the offer's `receive` m-lines it bound.
+    pub tracks: Vec<OfferedTrack>,
+}
+
 /// What a participant receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,7 +220,12 @@ pub enum Command {
         /// Sources of the offer's send m-lines, by mid, where they are not the default
         /// ([`TrackSource::default_for`]): a screen share. Applies to tracks this offer adds.
         sources: Vec<(String, TrackSource)>,
-        reply: oneshot::Sender<Result<String, SfuError>>,
+        /// Receive m-lines of the offer, by mid, and the track each is for: a client that knows
+        /// the room's tracks when it first offers (they are in `joined`) receives them on its
+        /// first negotiation instead of waiting for the server's offer. A mid whose track is
+        /// gone, or taken by an earlier mid, is stopped in the server's next offer.
+        receive: Vec<(String, TrackId)>,
+        reply: oneshot::Sender<Result<OfferAnswer, SfuError>>,
     },
     /// The participant's answer to the last [`SessionEvent::Offer`].
     Answer {

@@ -27,6 +27,7 @@ mod alloc_audit;
 pub mod api;
 pub mod core;
 pub mod metrics;
+pub mod msid;
 mod peer;
 pub mod router;
 pub mod stage;
@@ -38,9 +39,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 pub use api::{
-    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferedTrack, ParticipantId,
-    ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSource,
-    TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferAnswer, OfferedTrack,
+    ParticipantId, ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId,
+    TrackSource, TrackSummary,
 };
 pub use router::{RoomBudget, Router, RouterConfig};
 use std::sync::Arc;

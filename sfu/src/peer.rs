@@ -66,6 +66,9 @@ pub(crate) struct Peer {
     pub on_stage: bool,
     /// Sources its latest offer declared for send m-lines, by mid (see [`crate::Command::Offer`]).
     pub declared_sources: Vec<(String, TrackSource)>,
+    /// Receive m-lines of a client offer that no track could be bound to (the track left
+    /// before the offer arrived): stopped in the next server offer.
+    pub stray_receive_mids: Vec<Mid>,
     /// The latest send-side bandwidth estimate towards this peer (str0m's TWCC estimator);
     /// `None` until one exists (the client negotiated no transport-wide CC, or no media yet).
     pub estimate_bps: Option<u64>,
@@ -317,6 +320,7 @@ impl Peer {
             removal: None,
             on_stage: false,
             declared_sources: Vec::new(),
+            stray_receive_mids: Vec::new(),
             estimate_bps: None,
             bwe_wanted: None,
             probing: DeficitProbing::default(),

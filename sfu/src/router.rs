@@ -33,15 +33,15 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
 use crate::alloc_audit::engine;
 use crate::api::{
-    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferedTrack, ParticipantId,
-    ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId, TrackSource,
-    TrackSummary,
+    Command, IngestFrame, LeaveReason, MediaKind, MutedBy, OfferAnswer, OfferedTrack,
+    ParticipantId, ParticipantSummary, RoomInfo, SessionEvent, SfuError, Subscription, TrackId,
+    TrackSource, TrackSummary,
 };
 use crate::core::keyframe::{VideoCodec, starts_keyframe, vp8_keyframe_size};
 use crate::core::rewrite::{DropReason, IncomingPacket, Rewrite};
@@ -50,6 +50,7 @@ use crate::core::simulcast::{
 };
 use crate::core::speaker::{self, SpeakerDetector};
 use crate::metrics::WorkerMetrics;
+use crate::msid;
 use crate::peer::{
     Consumer, ConsumerRef, ConsumerState, HostSlot, IngestTrack, Peer, PeerIndex, Producer,
 };
@@ -719,6 +720,7 @@ impl Router {
                 participant,
                 sdp,
                 sources,
+                receive,
                 reply,
             } => {
                 if let Some(peer) = self
@@ -728,7 +730,7 @@ impl Router {
                 {
                     peer.declared_sources = sources;
                 }
-                let result = self.accept_offer(now, participant, &sdp, out);
+                let result = self.accept_offer(now, participant, &sdp, &receive, out);
                 let _ = reply.send(result);
             }
             Command::Answer {
@@ -976,9 +978,25 @@ impl Router {
         now: Instant,
         participant: ParticipantId,
         sdp: &str,
+        receive: &[(String, TrackId)],
         out: &mut impl Transmit,
-    ) -> Result<String, SfuError> {
+    ) -> Result<OfferAnswer, SfuError> {
         let index = self.peer_index(participant)?;
+        // Receive m-lines the client declared play in their publisher's stream (see `msid`).
+        let streams: Vec<_> = receive
+            .iter()
+            .filter_map(|(mid, track)| {
+                let consumer = self.peers[index]
+                    .as_ref()?
+                    .consumers
+                    .iter()
+                    .flatten()
+                    .find(|c| c.track == *track)?;
+                Some((mid.as_str(), consumer.source_participant, *track))
+            })
+            .collect();
+        let with_msids = msid::with_receive_msids(sdp, &streams);
+        let sdp = with_msids.as_deref().unwrap_or(sdp);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let first_offer = self.peers[index].as_ref().is_some_and(|p| p.rtc.is_none());
         // Broadcast publishers (WHIP) answer with H.264 first: it is what encoders send and
@@ -1014,11 +1032,27 @@ impl Router {
                 return Err(SfuError::BadSdp(error.to_string()));
             }
         };
-        peer.span.in_scope(|| debug!(first_offer, "accepted offer"));
+        let bound = bind_receive_mids(peer, receive);
+        peer.span
+            .in_scope(|| debug!(first_offer, bound = bound.len(), "accepted offer"));
+        let tracks = offered_tracks(peer);
+        // Before DTLS is done, `media_connected` asks for the keyframes.
+        let wants_keyframe: Vec<_> = video_consumers(peer)
+            .filter(|(.., slot)| peer.media_connected && bound.contains(slot))
+            .collect();
         drain(now, index, peer, &mut self.queues, &mut self.timers, out);
-        // Existing tracks are offered right after this answer reaches the client.
+        if !wants_keyframe.is_empty() {
+            self.allocate_for(now, index, out);
+        }
+        for (source, track, slot) in wants_keyframe {
+            self.request_keyframe(now, source, track, KeyframeLayer::For(index, slot), out);
+        }
+        // The tracks the offer did not receive are offered right after this answer.
         self.queues.to_negotiate.push(index);
-        Ok(answer.to_sdp_string())
+        Ok(OfferAnswer {
+            sdp: answer.to_sdp_string(),
+            tracks,
+        })
     }
 
     fn new_rtc(&self, now: Instant, h264_first: bool) -> Rtc {
@@ -1080,16 +1114,7 @@ impl Router {
             };
             match consumer.state {
                 ConsumerState::Offered(mid) => {
-                    let mut api = rtc.direct_api();
-                    let ssrc = api.stream_tx_by_mid(mid, None).map(|stream| {
-                        // str0m drops queued retransmissions while they exceed 15 % of the
-                        // stream's bytes, and its bandwidth probes (padding sent as RTX) count
-                        // as retransmissions: a low layer being probed would stop answering
-                        // NACKs. Resends are bounded by what the subscriber asks for.
-                        stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
-                        stream.ssrc()
-                    });
-                    match ssrc {
+                    match forwarding_stream(rtc, mid) {
                         Some(ssrc) => {
                             consumer.state = ConsumerState::Active { mid, ssrc };
                             // Before DTLS is done the keyframe could not be delivered; the
@@ -1598,16 +1623,7 @@ impl Router {
             return;
         };
         peer.media_connected = true;
-        let sources: Vec<(PeerIndex, TrackId, usize)> = peer
-            .consumers
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, c)| Some((slot, c.as_ref()?)))
-            .filter(|(_, c)| {
-                c.kind == MediaKind::Video && matches!(c.state, ConsumerState::Active { .. })
-            })
-            .map(|(slot, c)| (c.source_peer, c.track, slot))
-            .collect();
+        let sources: Vec<_> = video_consumers(peer).collect();
         self.allocate_for(now, index, out);
         for (source, track, slot) in sources {
             self.request_keyframe(now, source, track, KeyframeLayer::For(index, slot), out);
@@ -2316,6 +2332,9 @@ impl Router {
             return;
         };
         let mut changes = rtc.sdp_api();
+        for mid in peer.stray_receive_mids.drain(..) {
+            changes.stop_media(mid);
+        }
         for consumer in peer.consumers.iter_mut().flatten() {
             match consumer.state {
                 ConsumerState::ToOffer => {
@@ -2343,23 +2362,7 @@ impl Router {
             return;
         };
         peer.pending_offer = Some(pending);
-        let tracks = peer
-            .consumers
-            .iter()
-            .flatten()
-            .filter_map(|c| match c.state {
-                ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. } => {
-                    Some(OfferedTrack {
-                        mid: mid.to_string(),
-                        participant: c.source_participant,
-                        track: c.track,
-                        kind: c.kind,
-                        source: c.source,
-                    })
-                }
-                _ => None,
-            })
-            .collect();
+        let tracks = offered_tracks(peer);
         peer.notify(SessionEvent::Offer {
             sdp: offer.to_sdp_string(),
             tracks,
@@ -2445,6 +2448,99 @@ const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 
 /// Drain one peer's `Rtc` until it asks for time: datagrams go to `out`, events are queued
 /// for the router, and the next deadline goes into the timer heap.
+/// Every m-line a peer is sent media on, or will be once the outstanding offer is answered,
+/// and the track it carries: what the client needs to place each incoming track.
+fn offered_tracks(peer: &Peer) -> Vec<OfferedTrack> {
+    peer.consumers
+        .iter()
+        .flatten()
+        .filter_map(|c| match c.state {
+            ConsumerState::Offered(mid) | ConsumerState::Active { mid, .. } => Some(OfferedTrack {
+                mid: mid.to_string(),
+                participant: c.source_participant,
+                track: c.track,
+                kind: c.kind,
+                source: c.source,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The peer's negotiated video consumers, as (publisher, track, consumer slot): those that
+/// need a keyframe when forwarding to them starts.
+fn video_consumers(peer: &Peer) -> impl Iterator<Item = (PeerIndex, TrackId, usize)> + '_ {
+    peer.consumers
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, c)| Some((slot, c.as_ref()?)))
+        .filter(|(_, c)| {
+            c.kind == MediaKind::Video && matches!(c.state, ConsumerState::Active { .. })
+        })
+        .map(|(slot, c)| (c.source_peer, c.track, slot))
+}
+
+/// The negotiated send stream of a forwarding m-line, set up for forwarding; `None` if the
+/// client declined it.
+fn forwarding_stream(rtc: &mut Rtc, mid: Mid) -> Option<Ssrc> {
+    rtc.direct_api().stream_tx_by_mid(mid, None).map(|stream| {
+        // str0m drops queued retransmissions while they exceed 15 % of the stream's bytes, and
+        // its bandwidth probes (padding sent as RTX) count as retransmissions: a low layer being
+        // probed would stop answering NACKs. Resends are bounded by what the subscriber asks for.
+        stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
+        stream.ssrc()
+    })
+}
+
+/// Bind the receive m-lines a client declared in its offer (`receive`: mid, track) to its
+/// consumers still waiting to be offered, so those tracks flow without a server offer. Returns
+/// the consumer slots bound; a declared m-line that could not be bound is stopped in the next
+/// offer.
+fn bind_receive_mids(peer: &mut Peer, receive: &[(String, TrackId)]) -> Vec<usize> {
+    let mut bound = Vec::new();
+    let Some(rtc) = peer.rtc.as_mut() else {
+        return bound;
+    };
+    for (mid, track) in receive {
+        let mid = Mid::from(mid.as_str());
+        // The client receives on it, so it is a send m-line here; anything else is not ours.
+        let Some(kind) = rtc
+            .media(mid)
+            .filter(|media| media.direction() == Direction::SendOnly)
+            .map(|media| MediaKind::from(media.kind()))
+        else {
+            continue;
+        };
+        if peer
+            .consumers
+            .iter()
+            .flatten()
+            .any(|c| c.state.mid() == Some(mid))
+        {
+            continue; // already bound (a renegotiation repeating its receive map)
+        }
+        let waiting = peer.consumers.iter_mut().enumerate().find_map(|(slot, c)| {
+            let c = c.as_mut()?;
+            (c.track == *track && c.kind == kind && c.state == ConsumerState::ToOffer)
+                .then_some((slot, c))
+        });
+        match (waiting, forwarding_stream(rtc, mid)) {
+            (Some((slot, consumer)), Some(ssrc)) => {
+                consumer.reset_stream();
+                consumer.state = ConsumerState::Active { mid, ssrc };
+                bound.push(slot);
+            }
+            _ => {
+                peer.span.in_scope(|| {
+                    debug!(%mid, track = %track, "receive m-line for no waiting track: stopping it")
+                });
+                peer.stray_receive_mids.push(mid);
+            }
+        }
+    }
+    bound
+}
+
 fn drain(
     now: Instant,
     index: PeerIndex,

@@ -44,6 +44,57 @@ fn three_peers_exchange_video_and_late_joiners_start_on_a_keyframe() {
 }
 
 #[test]
+fn late_joiners_receive_existing_tracks_on_their_first_offer() {
+    let mut world = World::with_room_limit(4);
+    world.join("room", "a").unwrap();
+    world.join("room", "b").unwrap();
+    world.run_for(Duration::from_secs(1));
+    let (a, b) = (world.clients[0].id, world.clients[1].id);
+
+    // The join reported a's and b's tracks; the first offer receives all four: the answer maps
+    // them, no server offer is needed, and the first frames are requested keyframes.
+    let c = world.join_receiving_existing("room", "c", &[]).unwrap();
+    assert_eq!(world.clients[c].tracks.len(), 4);
+    world.run_for(Duration::from_secs(1));
+    let late = &world.clients[c];
+    assert_eq!(late.offers, 0, "everything was in the client's own offer");
+    for publisher in [a, b] {
+        assert!(
+            late.video_frames.get(&publisher).copied().unwrap_or(0) > 10,
+            "late joiner got {:?}",
+            late.video_frames
+        );
+        assert_eq!(late.first_frame_keyframe.get(&publisher), Some(&true));
+    }
+
+    // A receive m-line for a track that is not (or no longer) in the room carries nothing and
+    // is stopped by the server's next offer; the real ones are unaffected.
+    let c_id = world.clients[c].id;
+    let d = world
+        .join_receiving_existing("room", "d", &[TrackId(u64::MAX)])
+        .unwrap();
+    assert_eq!(
+        world.clients[d].tracks.len(),
+        6,
+        "the stray mid is not mapped"
+    );
+    world.run_for(Duration::from_secs(1));
+    let late = &world.clients[d];
+    assert_eq!(
+        late.offers, 1,
+        "one server offer, stopping the stray m-line"
+    );
+    assert_eq!(late.tracks.len(), 6);
+    for publisher in [a, b, c_id] {
+        assert!(
+            late.video_frames.get(&publisher).copied().unwrap_or(0) > 10,
+            "{publisher}: {:?}",
+            late.video_frames
+        );
+    }
+}
+
+#[test]
 fn a_leaver_is_announced_and_its_forwarding_stops() {
     let mut world = World::default();
     world.join("room", "a").unwrap();
@@ -101,6 +152,7 @@ fn protocol_misuse_is_refused_precisely() {
             participant: id,
             sdp: "garbage".into(),
             sources: Vec::new(),
+            receive: Vec::new(),
             reply
         }),
         Err(SfuError::BadSdp(_))
@@ -119,6 +171,7 @@ fn protocol_misuse_is_refused_precisely() {
             participant: stranger,
             sdp: "v=0".into(),
             sources: Vec::new(),
+            receive: Vec::new(),
             reply
         }),
         Err(SfuError::UnknownParticipant(stranger))

@@ -241,6 +241,21 @@ impl World {
         }
     }
 
+    /// Join and publish, with a receive m-line in the first offer for every track the join
+    /// reported (and one for each of `absent`, tracks that are not in the room), declared in
+    /// the offer's `receive` as the web client does.
+    pub fn join_receiving_existing(
+        &mut self,
+        room: &str,
+        name: &str,
+        absent: &[TrackId],
+    ) -> Result<usize, SfuError> {
+        let receive = JoinMedia::PublishAndReceive {
+            absent: absent.to_vec(),
+        };
+        self.join_as(room, name, Subscription::AllTracks, receive)
+    }
+
     fn join_with(&mut self, room: &str, name: &str, publish: bool) -> Result<usize, SfuError> {
         let media = if publish {
             JoinMedia::Publish
@@ -259,7 +274,7 @@ impl World {
     ) -> Result<usize, SfuError> {
         let id = ParticipantId::next();
         let (events, events_rx) = mpsc::channel(4096);
-        self.command(|reply| Command::Join {
+        let present = self.command(|reply| Command::Join {
             room: room.into(),
             participant: id,
             name: name.into(),
@@ -274,12 +289,27 @@ impl World {
         let mut rtc = Rtc::builder().build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
+        let mut receive = Vec::new();
+        if let JoinMedia::PublishAndReceive { absent } = &media {
+            let tracks = present.iter().flat_map(|p| &p.tracks);
+            let tracks = tracks
+                .map(|t| (t.id, t.kind))
+                .chain(absent.iter().map(|&id| (id, MediaKind::Video)));
+            for (track, kind) in tracks {
+                let kind = match kind {
+                    MediaKind::Audio => Str0mKind::Audio,
+                    MediaKind::Video => Str0mKind::Video,
+                };
+                let mid = change.add_media(kind, Direction::RecvOnly, None, None, None);
+                receive.push((mid.to_string(), track));
+            }
+        }
         let (video, audio) = match media {
-            JoinMedia::Publish | JoinMedia::ReceiveHost => {
-                let direction = if media == JoinMedia::Publish {
-                    Direction::SendOnly
-                } else {
+            JoinMedia::Publish | JoinMedia::PublishAndReceive { .. } | JoinMedia::ReceiveHost => {
+                let direction = if media == JoinMedia::ReceiveHost {
                     Direction::RecvOnly
+                } else {
+                    Direction::SendOnly
                 };
                 (
                     Some(change.add_media(Str0mKind::Video, direction, None, None, None)),
@@ -296,9 +326,10 @@ impl World {
             participant: id,
             sdp: offer.to_sdp_string(),
             sources: Vec::new(),
+            receive,
             reply,
         })?;
-        accept_answer(&mut rtc, pending, &answer);
+        accept_answer(&mut rtc, pending, &answer.sdp);
         self.clients.push(Client {
             id,
             addr,
@@ -306,7 +337,11 @@ impl World {
             events: events_rx,
             video,
             audio,
-            tracks: HashMap::new(),
+            tracks: answer
+                .tracks
+                .iter()
+                .map(|t| (Mid::from(t.mid.as_str()), t.participant))
+                .collect(),
             video_frames: HashMap::new(),
             first_frame_keyframe: HashMap::new(),
             keyframe_wanted: true,
@@ -455,9 +490,13 @@ impl World {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum JoinMedia {
     Publish,
+    /// Publish, and receive every existing track (plus `absent` ones) on the first offer.
+    PublishAndReceive {
+        absent: Vec<TrackId>,
+    },
     DataChannel,
     ReceiveHost,
 }

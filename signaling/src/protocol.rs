@@ -48,6 +48,12 @@ pub enum ClientMessage {
         sdp: String,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         sources: BTreeMap<String, TrackSource>,
+        /// Receive m-lines of this offer (by mid) and the track each is for: a joining client
+        /// receives the tracks `joined` listed without waiting for the server's offer. The
+        /// answer's `tracks` confirms each one bound; an m-line for a track that has left is
+        /// stopped by the server's next offer.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        receive: BTreeMap<String, TrackId>,
     },
     /// The client's SDP answer to the server's latest `offer`.
     Answer { sdp: String },
@@ -105,9 +111,12 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         grants: Grants,
     },
-    /// Answer to the client's `offer`.
+    /// Answer to the client's `offer`. `tracks` maps every m-line the server sends on (as in
+    /// its `offer`), including the offer's `receive` m-lines it bound.
     Answer {
         sdp: String,
+        #[serde(default)]
+        tracks: Vec<OfferedTrack>,
     },
     /// The server's offer: sent when tracks to forward to this client appear or vanish.
     /// `tracks` maps every m-line the server sends on to the track it carries.
@@ -203,6 +212,18 @@ pub struct OfferedTrack {
     pub track_id: TrackId,
     pub kind: MediaKind,
     pub source: TrackSource,
+}
+
+impl From<roomcast_sfu::OfferedTrack> for OfferedTrack {
+    fn from(track: roomcast_sfu::OfferedTrack) -> Self {
+        OfferedTrack {
+            mid: track.mid,
+            participant_id: track.participant,
+            track_id: track.track,
+            kind: track.kind,
+            source: track.source,
+        }
+    }
 }
 
 /// One simulcast encoding in `set_layers`.
@@ -398,7 +419,8 @@ mod tests {
             parse_client_message(r#"{"type":"offer","sdp":"v=0"}"#).unwrap(),
             ClientMessage::Offer {
                 sdp: "v=0".into(),
-                sources: BTreeMap::new()
+                sources: BTreeMap::new(),
+                receive: BTreeMap::new()
             }
         );
         assert_eq!(
@@ -406,7 +428,17 @@ mod tests {
                 .unwrap(),
             ClientMessage::Offer {
                 sdp: "v=0".into(),
-                sources: BTreeMap::from([("2".into(), TrackSource::Screen)])
+                sources: BTreeMap::from([("2".into(), TrackSource::Screen)]),
+                receive: BTreeMap::new()
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"offer","sdp":"v=0","receive":{"2":7,"3":8}}"#)
+                .unwrap(),
+            ClientMessage::Offer {
+                sdp: "v=0".into(),
+                sources: BTreeMap::new(),
+                receive: BTreeMap::from([("2".into(), TrackId(7)), ("3".into(), TrackId(8))])
             }
         );
         assert_eq!(

@@ -17,7 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use roomcast_chat::{Author, ChatError, Permissions};
 use roomcast_sfu::{
-    Command, LeaveReason, MutedBy, ParticipantId, SessionEvent, SfuError, Subscription,
+    Command, LeaveReason, MutedBy, ParticipantId, SessionEvent, SfuError, Subscription, TrackId,
     TrackSource, WorkerHandle,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -414,7 +414,11 @@ impl Session {
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
-            ClientMessage::Offer { sdp, sources } => {
+            ClientMessage::Offer {
+                sdp,
+                sources,
+                receive,
+            } => {
                 let Some(joined) = self.joined_or_error("offer").await? else {
                     return ControlFlow::Continue(());
                 };
@@ -430,15 +434,23 @@ impl Session {
                 let participant = joined.participant;
                 let worker = joined.worker.clone();
                 let sources: Vec<(String, TrackSource)> = sources.into_iter().collect();
+                let receive: Vec<(String, TrackId)> = receive.into_iter().collect();
                 match request(&worker, |reply| Command::Offer {
                     participant,
                     sdp,
                     sources,
+                    receive,
                     reply,
                 })
                 .await
                 {
-                    Ok(answer) => self.send(ServerMessage::Answer { sdp: answer }).await,
+                    Ok(answer) => {
+                        self.send(ServerMessage::Answer {
+                            sdp: answer.sdp,
+                            tracks: answer.tracks.into_iter().map(OfferedTrack::from).collect(),
+                        })
+                        .await
+                    }
                     Err(error) => self.send_sfu_error(error).await,
                 }
             }
@@ -914,16 +926,7 @@ impl Session {
             },
             SessionEvent::Offer { sdp, tracks } => ServerMessage::Offer {
                 sdp,
-                tracks: tracks
-                    .into_iter()
-                    .map(|t| OfferedTrack {
-                        mid: t.mid,
-                        participant_id: t.participant,
-                        track_id: t.track,
-                        kind: t.kind,
-                        source: t.source,
-                    })
-                    .collect(),
+                tracks: tracks.into_iter().map(OfferedTrack::from).collect(),
             },
             SessionEvent::Removed { reason } => {
                 if let Some(joined) = self.joined.as_mut() {

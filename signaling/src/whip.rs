@@ -232,11 +232,12 @@ async fn create(
         participant,
         sdp: offer.to_string(),
         sources: Vec::new(),
+        receive: Vec::new(),
         reply,
     })
     .await;
     let answer = match answer {
-        Ok(answer) => answer,
+        Ok(answer) => answer.sdp,
         Err(refused) => {
             let _ = worker
                 .send(Command::Leave {

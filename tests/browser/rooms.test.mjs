@@ -222,6 +222,28 @@ step(`a late joiner decodes every existing video within ${LATE_JOIN_FIRST_FRAME_
       `p5 decoded ${frame.from}'s first frame ${frame.ms} ms after connecting (bound ${LATE_JOIN_FIRST_FRAME_BOUND_MS})`);
   }
 
+  // Each participant's audio and video reach p5 in one MediaStream (one msid stream id): what
+  // lets the browser play them in sync.
+  const streamsByParticipant = await late.evaluate(() => {
+    const streamOfMid = new Map();
+    for (const section of window.roomcast.pc.remoteDescription.sdp.split(/\r?\nm=/).slice(1)) {
+      const mid = /^a=mid:(\S+)/m.exec(section)?.[1];
+      if (mid) streamOfMid.set(mid, /^a=msid:(\S+)/m.exec(section)?.[1] ?? null);
+    }
+    /** @type {Record<string, {kind: string, stream: string | null}[]>} */
+    const byParticipant = {};
+    for (const [mid, info] of window.roomcast.mids) {
+      (byParticipant[info.participant_id] ??= []).push({ kind: info.kind, stream: streamOfMid.get(mid) ?? null });
+    }
+    return byParticipant;
+  });
+  for (const [name, id] of existingIds) {
+    const streams = streamsByParticipant[id] ?? [];
+    assert.deepEqual(streams.map((s) => s.kind).sort(), ['audio', 'video'], `p5 receives ${name}'s audio and video: ${JSON.stringify(streams)}`);
+    assert.ok(streams[0].stream && streams.every((s) => s.stream === streams[0].stream),
+      `${name}'s audio and video are in one stream on p5: ${JSON.stringify(streams)}`);
+  }
+
   // And the rest of the room now includes p5, both ways.
   const ids = await idsByName(pages);
   await Promise.all(pages.map(async (page) => {
