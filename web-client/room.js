@@ -178,6 +178,17 @@ const SIMULCAST_LADDER = [
 const simulcastParam = new URLSearchParams(location.search).get('simulcast');
 
 /**
+ * The size the camera is asked for (an ideal: a camera that cannot gives its nearest).
+ * 1280×720 is where Chromium sends three simulcast layers (see `cameraEncodings`); without a
+ * constraint it opens cameras at 640×480, and sends two. `?capture=640x480` asks for another
+ * size: a weak machine, or the browser tests, which run many pages on two cores.
+ */
+const CAPTURE_SIZE = (() => {
+  const match = /^(\d{2,4})x(\d{2,4})$/.exec(new URLSearchParams(location.search).get('capture') ?? '');
+  return match ? { width: Number(match[1]), height: Number(match[2]) } : { width: 1280, height: 720 };
+})();
+
+/**
  * The encodings to publish `track` with (`undefined`: one plain encoding). Chromium sends at
  * most three layers from 960×540 up, two from 480×270 and one below, and it drops the *top*
  * encodings it will not send; asking for only as many as it sends keeps the full-size layer
@@ -579,7 +590,9 @@ function createChat() {
 
 /** Camera and microphone, by the lobby's picks (each falls back to none if refused). */
 async function acquireLocalMedia({ cameraId = '', micId = '' } = {}) {
-  const video = cameraId ? { deviceId: { exact: cameraId } } : true;
+  /** @type {MediaTrackConstraints} */
+  const video = { width: { ideal: CAPTURE_SIZE.width }, height: { ideal: CAPTURE_SIZE.height } };
+  if (cameraId) video.deviceId = { exact: cameraId };
   const audio = micId ? { deviceId: { exact: micId } } : true;
   const attempts = [
     { audio, video },

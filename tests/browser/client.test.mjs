@@ -171,6 +171,15 @@ step('the lobby previews the camera, offers device pickers and joins muted', asy
   await waitConnected(page);
   const joined = await page.evaluate(() => ({ name: window.roomcast.name, micMuted: window.roomcast.micMuted }));
   assert.deepEqual(joined, { name: 'Ada', micMuted: true }, 'joined as Ada with the microphone muted');
+  // With the client's defaults (the lobby, no URL options) the camera opens at 1280×720 and is
+  // published as three simulcast layers.
+  const camera = await page.evaluate(() => {
+    const sender = window.roomcast.pc.getSenders().find((s) => s.track?.kind === 'video');
+    const { width, height } = sender?.track?.getSettings() ?? {};
+    const encodings = (sender?.getParameters().encodings ?? []).map((e) => `${e.rid}/${e.scaleResolutionDownBy}`);
+    return { width, height, encodings };
+  });
+  assert.deepEqual(camera, { width: 1280, height: 720, encodings: ['q/4', 'h/2', 'f/1'] }, 'Ada\'s camera and its layers');
 });
 
 step('four people see each other, and the directory lists the room', async () => {

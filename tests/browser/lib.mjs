@@ -250,14 +250,17 @@ const pageLabels = new WeakMap();
  * devices) and returns the page once the document has loaded; joining continues in the page.
  * `contextOptions` go to browser.newContext (e.g. a larger `viewport` for screenshots).
  * `initScripts` run in the page before any of its own scripts (see `mediaTimelineInitScript`).
- * `query` adds URL parameters (e.g. `{ simulcast: '3' }`).
+ * `query` adds URL parameters (e.g. `{ simulcast: '3' }`). Pages capture 640×480 (two
+ * simulcast layers) unless `query.capture` says otherwise: the client's default, 1280×720, on
+ * every page would be more encoding than a 2-core machine does for five pages; the client test
+ * covers the default through the lobby.
  */
 export async function openRoomPage(browser, url, room, name, { initScripts = [], contextOptions = {}, query = {} } = {}) {
   const page = await newLoggedPage(browser, name, { initScripts, contextOptions });
   const target = new URL('/', url);
   target.searchParams.set('room', room);
   target.searchParams.set('name', name);
-  for (const [key, value] of Object.entries(query)) target.searchParams.set(key, value);
+  for (const [key, value] of Object.entries({ capture: '640x480', ...query })) target.searchParams.set(key, value);
   await page.goto(target.href);
   return page;
 }
