@@ -74,7 +74,7 @@ pub struct LoadConfig {
 }
 
 /// The server's own counters, from `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerSample {
     pub at: Option<Instant>,
     pub cpu_seconds: f64,
@@ -93,12 +93,20 @@ pub struct ServerSample {
     pub paused_layers: f64,
     pub bwe_subscribers: f64,
     pub bwe_estimate_bps_sum: f64,
+    /// `roomcast_bwe_subscribers_by_estimate`: (upper bound in bit/s, subscribers at most that),
+    /// cumulative, ending with the infinite bound.
+    pub bwe_by_estimate: Vec<(f64, f64)>,
 }
 
 impl ServerSample {
     /// GET `/metrics` and read the samples this tool uses.
     pub async fn fetch(server: &str) -> Result<ServerSample, ClientError> {
         let body = http_get(server, "/metrics").await?;
+        Ok(Self::parse(&body))
+    }
+
+    /// The samples this tool uses from a Prometheus text body (NaN where one is missing).
+    fn parse(body: &str) -> ServerSample {
         let value = |name: &str| -> f64 {
             body.lines()
                 .find_map(|line| {
@@ -107,7 +115,7 @@ impl ServerSample {
                 })
                 .unwrap_or(f64::NAN)
         };
-        Ok(ServerSample {
+        ServerSample {
             at: Some(Instant::now()),
             cpu_seconds: value("process_cpu_seconds_total"),
             resident_bytes: value("process_resident_memory_bytes"),
@@ -124,7 +132,15 @@ impl ServerSample {
             paused_layers: value("roomcast_simulcast_paused_layers"),
             bwe_subscribers: value("roomcast_bwe_subscribers"),
             bwe_estimate_bps_sum: value("roomcast_bwe_estimate_bps_sum"),
-        })
+            bwe_by_estimate: body
+                .lines()
+                .filter_map(|line| {
+                    let rest = line.strip_prefix("roomcast_bwe_subscribers_by_estimate{le=\"")?;
+                    let (bound, count) = rest.split_once("\"} ")?;
+                    Some((bound.parse().ok()?, count.trim().parse().ok()?))
+                })
+                .collect(),
+        }
     }
 }
 
@@ -262,6 +278,9 @@ pub struct Report {
     pub layer_switches: f64,
     pub paused_layers: f64,
     pub mean_estimate_bps: f64,
+    /// Subscribers per estimate bucket at the window's end: (upper bound in bit/s, subscribers
+    /// above the previous bound and at most this one); empty buckets are left out.
+    pub subscribers_by_estimate: Vec<(f64, f64)>,
     /// Churn only.
     pub joins: u64,
     pub join_failures: u64,
@@ -289,7 +308,14 @@ impl Report {
             },
             "generator_cpu_percent_of_one_core": self.generator_cpu_percent,
             "decoded_megapixels_per_second_per_receiver": self.decoded_megapixels_per_second_per_receiver,
-            "simulcast": {"layer_switches": self.layer_switches, "paused_layers": self.paused_layers, "mean_estimate_bps": self.mean_estimate_bps},
+            "simulcast": {
+                "layer_switches": self.layer_switches,
+                "paused_layers": self.paused_layers,
+                "mean_estimate_bps": self.mean_estimate_bps,
+                "subscribers_by_estimate": self.subscribers_by_estimate.iter()
+                    .map(|&(at_most_bps, subscribers)| serde_json::json!({"at_most_bps": at_most_bps, "subscribers": subscribers}))
+                    .collect::<Vec<_>>(),
+            },
             "churn": {"joins": self.joins, "join_failures": self.join_failures},
             "errors": self.errors,
         })
@@ -366,6 +392,21 @@ impl Report {
                 (
                     "mean bandwidth estimate",
                     format!("{:.2} Mbit/s", self.mean_estimate_bps / 1e6),
+                ),
+                (
+                    "subscribers by estimate",
+                    self.subscribers_by_estimate
+                        .iter()
+                        .map(|&(at_most, n)| {
+                            let bound = if at_most.is_finite() {
+                                format!("≤{} Mbit/s", at_most / 1e6)
+                            } else {
+                                "more".to_string() // above the last bound (64 Mbit/s)
+                            };
+                            format!("{bound}: {n}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
                 (
                     "video frame loss",
@@ -683,6 +724,7 @@ fn fill_server_numbers(report: &mut Report, before: &ServerSample, after: &Serve
     report.layer_switches = after.layer_switches - before.layer_switches;
     report.paused_layers = after.paused_layers;
     report.mean_estimate_bps = after.bwe_estimate_bps_sum / after.bwe_subscribers.max(1.0);
+    report.subscribers_by_estimate = per_bucket(&after.bwe_by_estimate);
     // Streams per core: the forwarded video streams (with their share of audio) that one
     // fully busy core would carry at the measured cost per stream.
     let core_fraction = report.server_cpu_seconds / seconds;
@@ -784,9 +826,37 @@ async fn run_churn(
     Ok(report)
 }
 
+/// Cumulative (bound, count) buckets as the count in each, leaving out the empty ones.
+fn per_bucket(cumulative: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    cumulative
+        .iter()
+        .scan(0.0, |below, &(at_most, count)| {
+            let here = count - *below;
+            *below = count;
+            Some((at_most, here))
+        })
+        .filter(|&(_, n)| n > 0.0)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscribers_by_estimate_are_read_from_metrics_and_counted_per_bucket() {
+        let body = "roomcast_bwe_subscribers 3\n\
+            roomcast_bwe_subscribers_by_estimate{le=\"500000\"} 1\n\
+            roomcast_bwe_subscribers_by_estimate{le=\"1000000\"} 1\n\
+            roomcast_bwe_subscribers_by_estimate{le=\"2000000\"} 2\n\
+            roomcast_bwe_subscribers_by_estimate{le=\"+Inf\"} 3\n";
+        let sample = ServerSample::parse(body);
+        assert_eq!(sample.bwe_subscribers, 3.0);
+        assert_eq!(
+            per_bucket(&sample.bwe_by_estimate),
+            [(500_000.0, 1.0), (2_000_000.0, 1.0), (f64::INFINITY, 1.0)]
+        );
+    }
 
     #[test]
     fn percentiles_of_sorted_samples() {

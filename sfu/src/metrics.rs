@@ -23,7 +23,17 @@ pub struct WorkerMetrics {
     pub paused_layers: AtomicU64,
     pub estimated_subscribers: AtomicU64,
     pub estimated_bps_sum: AtomicU64,
+    /// Subscribers whose estimate is at most [`ESTIMATE_BUCKETS_BPS`]`[i]` (cumulative).
+    pub estimated_at_most: [AtomicU64; ESTIMATE_BUCKETS_BPS.len()],
 }
+
+/// Bucket bounds, in bit/s, of `roomcast_bwe_subscribers_by_estimate` (a `+Inf` bucket, equal
+/// to `roomcast_bwe_subscribers`, follows them): from a phone on a weak cell to a desk
+/// receiving a whole meeting.
+pub const ESTIMATE_BUCKETS_BPS: [u64; 10] = [
+    100_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000, 32_000_000,
+    64_000_000,
+];
 
 impl WorkerMetrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -32,6 +42,24 @@ impl WorkerMetrics {
 
     pub(crate) fn set(gauge: &AtomicU64, value: u64) {
         gauge.store(value, Ordering::Relaxed);
+    }
+
+    /// Publish the current bandwidth estimates of this worker's subscribers.
+    pub(crate) fn set_estimates(&self, estimates: impl Iterator<Item = u64>) {
+        let (mut count, mut sum) = (0, 0);
+        let mut at_most = [0; ESTIMATE_BUCKETS_BPS.len()];
+        for estimate in estimates {
+            count += 1;
+            sum += estimate;
+            for (bucket, bound) in at_most.iter_mut().zip(ESTIMATE_BUCKETS_BPS) {
+                *bucket += u64::from(estimate <= bound);
+            }
+        }
+        Self::set(&self.estimated_subscribers, count);
+        Self::set(&self.estimated_bps_sum, sum);
+        for (gauge, value) in self.estimated_at_most.iter().zip(at_most) {
+            Self::set(gauge, value);
+        }
     }
 }
 
@@ -148,5 +176,59 @@ pub fn render_prometheus<'a>(workers: impl Iterator<Item = &'a WorkerMetrics> + 
         let _ = writeln!(text, "# TYPE {} {}", family.name, family.kind);
         let _ = writeln!(text, "{} {total}", family.name);
     }
+    // A gauge histogram: how many subscribers are at each estimate now (not a count of
+    // observations). `histogram_quantile()` reads it like any `le` series.
+    let name = "roomcast_bwe_subscribers_by_estimate";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Subscribers whose bandwidth estimate is at most `le` bit/s \
+         (histogram_quantile(0.5, ...) gives the median estimate)."
+    );
+    let _ = writeln!(text, "# TYPE {name} gauge");
+    let sum = |read: &dyn Fn(&WorkerMetrics) -> u64| -> u64 { workers.clone().map(read).sum() };
+    for (i, bound) in ESTIMATE_BUCKETS_BPS.iter().enumerate() {
+        let at_most = sum(&|w| w.estimated_at_most[i].load(Ordering::Relaxed));
+        let _ = writeln!(text, "{name}{{le=\"{bound}\"}} {at_most}");
+    }
+    let all = sum(&|w| w.estimated_subscribers.load(Ordering::Relaxed));
+    let _ = writeln!(text, "{name}{{le=\"+Inf\"}} {all}");
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_are_counted_by_estimate_over_all_workers() {
+        let (a, b) = (WorkerMetrics::default(), WorkerMetrics::default());
+        a.set_estimates([90_000, 600_000, 3_000_000].into_iter());
+        b.set_estimates([600_000, 90_000_000].into_iter());
+        let text = render_prometheus([&a, &b].into_iter());
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("roomcast_bwe_subscribers_by_estimate{")
+                    || l.starts_with("roomcast_bwe_subscribers ")
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "roomcast_bwe_subscribers 5",
+                "roomcast_bwe_subscribers_by_estimate{le=\"100000\"} 1",
+                "roomcast_bwe_subscribers_by_estimate{le=\"250000\"} 1",
+                "roomcast_bwe_subscribers_by_estimate{le=\"500000\"} 1",
+                "roomcast_bwe_subscribers_by_estimate{le=\"1000000\"} 3",
+                "roomcast_bwe_subscribers_by_estimate{le=\"2000000\"} 3",
+                "roomcast_bwe_subscribers_by_estimate{le=\"4000000\"} 4",
+                "roomcast_bwe_subscribers_by_estimate{le=\"8000000\"} 4",
+                "roomcast_bwe_subscribers_by_estimate{le=\"16000000\"} 4",
+                "roomcast_bwe_subscribers_by_estimate{le=\"32000000\"} 4",
+                "roomcast_bwe_subscribers_by_estimate{le=\"64000000\"} 4",
+                "roomcast_bwe_subscribers_by_estimate{le=\"+Inf\"} 5",
+            ]
+        );
+        assert!(text.contains("roomcast_bwe_estimate_bps_sum 94290000\n"));
+    }
 }

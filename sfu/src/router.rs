@@ -419,13 +419,8 @@ impl Router {
             }
         }
         self.dynacast(now);
-        let (mut estimates, mut estimate_sum) = (0, 0);
-        for estimate in self.peers.iter().flatten().filter_map(|p| p.estimate_bps) {
-            estimates += 1;
-            estimate_sum += estimate;
-        }
-        WorkerMetrics::set(&self.metrics.estimated_subscribers, estimates);
-        WorkerMetrics::set(&self.metrics.estimated_bps_sum, estimate_sum);
+        self.metrics
+            .set_estimates(self.peers.iter().flatten().filter_map(|p| p.estimate_bps));
     }
 
     /// Share subscriber `index`'s bandwidth estimate across its video consumers
