@@ -750,8 +750,8 @@ async function onJoined(message) {
 function receiveExistingTracks(pc, participants) {
   const slots = [];
   for (const participant of participants) {
-    if (participant.id === session.participantId || !participant.tracks?.length) continue;
-    for (const track of participant.tracks) {
+    if (participant.id === session.participantId) continue;
+    for (const track of participant.tracks ?? []) {
       const transceiver = pc.addTransceiver(track.kind, { direction: 'recvonly' });
       slots.push({ transceiver, trackId: track.id });
     }

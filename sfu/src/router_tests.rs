@@ -20,15 +20,7 @@ fn three_peers_exchange_video_and_late_joiners_start_on_a_keyframe() {
     let requests_before = world.clients[0].keyframe_requests;
     world.join("room", "c").unwrap();
     world.run_for(Duration::from_secs(1));
-    let late = &world.clients[2];
-    for publisher in [a, b] {
-        assert!(
-            late.video_frames.get(&publisher).copied().unwrap_or(0) > 10,
-            "late joiner got {:?}",
-            late.video_frames
-        );
-        assert_eq!(late.first_frame_keyframe.get(&publisher), Some(&true));
-    }
+    started_on_keyframes(&world.clients[2], &[a, b]);
     assert!(world.clients[0].keyframe_requests > requests_before);
     let metrics = world.router.metrics();
     assert_eq!(
@@ -56,16 +48,11 @@ fn late_joiners_receive_existing_tracks_on_their_first_offer() {
     let c = world.join_receiving_existing("room", "c", &[]).unwrap();
     assert_eq!(world.clients[c].tracks.len(), 4);
     world.run_for(Duration::from_secs(1));
-    let late = &world.clients[c];
-    assert_eq!(late.offers, 0, "everything was in the client's own offer");
-    for publisher in [a, b] {
-        assert!(
-            late.video_frames.get(&publisher).copied().unwrap_or(0) > 10,
-            "late joiner got {:?}",
-            late.video_frames
-        );
-        assert_eq!(late.first_frame_keyframe.get(&publisher), Some(&true));
-    }
+    assert_eq!(
+        world.clients[c].offers, 0,
+        "everything was in the client's own offer"
+    );
+    started_on_keyframes(&world.clients[c], &[a, b]);
 
     // A receive m-line for a track that is not (or no longer) in the room carries nothing and
     // is stopped by the server's next offer; the real ones are unaffected.
@@ -85,12 +72,19 @@ fn late_joiners_receive_existing_tracks_on_their_first_offer() {
         "one server offer, stopping the stray m-line"
     );
     assert_eq!(late.tracks.len(), 6);
-    for publisher in [a, b, c_id] {
+    started_on_keyframes(late, &[a, b, c_id]);
+}
+
+/// `late` decoded video from each publisher, starting on a keyframe: the publishers send
+/// keyframes only on request, so the SFU asked and waited.
+fn started_on_keyframes(late: &crate::testing::Client, publishers: &[ParticipantId]) {
+    for publisher in publishers {
         assert!(
-            late.video_frames.get(&publisher).copied().unwrap_or(0) > 10,
-            "{publisher}: {:?}",
+            late.video_frames.get(publisher).copied().unwrap_or(0) > 10,
+            "{publisher}: late joiner got {:?}",
             late.video_frames
         );
+        assert_eq!(late.first_frame_keyframe.get(publisher), Some(&true));
     }
 }
 
