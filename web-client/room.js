@@ -473,9 +473,13 @@ function onLobbySubmit(event) {
   ui.lobbyVideo.srcObject = null;
   session.micMuted = ui.joinMuted.checked;
   session.cameraOff = ui.joinCameraOff.checked;
-  history.replaceState(null, '', `${homeUrl()}?${new URLSearchParams({ room: session.room, name })}`);
-  const token = new URLSearchParams(location.search).get('token');
-  join(session.room, name, token, lobby?.stream ? { stream: lobby.stream, error: null, missing: null } : null);
+  // The link's other parameters (an access token, `capture`, `simulcast`) stay in the URL, for
+  // this join and a reload.
+  const params = new URLSearchParams(location.search);
+  params.set('room', session.room);
+  params.set('name', name);
+  history.replaceState(null, '', `${homeUrl()}?${params}`);
+  join(session.room, name, params.get('token'), lobby?.stream ? { stream: lobby.stream, error: null, missing: null } : null);
 }
 
 // ---------------------------------------------------------------------------------------------
