@@ -45,7 +45,7 @@ const room = `simulcast-${process.pid}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * The issue: back to full resolution "within ~10 s" of the bandwidth limit being lifted.
- * Measured 5.4–10.1 s (five runs) on a 2-core VM running five Chromium pages; the bound leaves
+ * Measured 2.0–10.1 s (fourteen runs) on a 2-core VM running five Chromium pages; the bound leaves
  * room for a slower machine, and the time is logged.
  */
 const RECOVERY_BOUND_MS = 15_000;
@@ -314,12 +314,12 @@ step('a 600 kbit/s link gets low layers without freezing', async () => {
       seconds: (during.get(id)?.frozenSeconds ?? 0) - (before.get(id)?.frozenSeconds ?? 0),
     }));
     console.log(`freezes in 8 s under the limit: ${freezes.map((f) => `${f.count} (${f.seconds.toFixed(2)} s)`).join(', ')}`);
-    // The lowest layers of four videos and their audio take ~80 % of this link, so a keyframe
-    // or a retransmission sometimes waits behind the queue: measured 1–3 short freezes (0.6–1.7 s
-    // in all) per video in 8 s, occasionally 4–5. Low means the picture keeps moving: at most
-    // five freezes and 2.5 s frozen in 8 s.
+    // The client caps each layer by its picture size (160×120: 69 kbit/s), so the four lowest
+    // layers and their audio leave room on this link for keyframes and retransmissions:
+    // measured 0 freezes in four runs (with a fixed 150 kbit/s cap for that layer, 0–4 per
+    // video in 8 s). Low means at most three freezes and 1.5 s frozen in 8 s.
     for (const [i, id] of ids.entries()) {
-      assert.ok(freezes[i].count <= 5 && freezes[i].seconds <= 2.5,
+      assert.ok(freezes[i].count <= 3 && freezes[i].seconds <= 1.5,
         `video of ${id} froze ${freezes[i].count} times (${freezes[i].seconds.toFixed(2)} s) in 8 s under the limit`);
     }
   } finally {
