@@ -296,11 +296,7 @@ impl World {
                 .map(|t| (t.id, t.kind))
                 .chain(absent.iter().map(|&id| (id, MediaKind::Video)));
             for (track, kind) in tracks {
-                let kind = match kind {
-                    MediaKind::Audio => Str0mKind::Audio,
-                    MediaKind::Video => Str0mKind::Video,
-                };
-                let mid = change.add_media(kind, Direction::RecvOnly, None, None, None);
+                let mid = change.add_media(kind.into(), Direction::RecvOnly, None, None, None);
                 receive.push((mid.to_string(), track));
             }
         }
